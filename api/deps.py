@@ -1,0 +1,87 @@
+"""Request dependencies: the settings, the transaction, the authenticated caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from api.broker import BrokerLink
+from flowbill.db import Connection
+from flowbill.errors import Unavailable
+from flowbill.settings import Settings
+from tenants import service as tenants
+from tenants.errors import InvalidApiKey, RoleNotAllowed
+from tenants.schemas import Role
+from tenants.service import Caller
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _pool(request: Request) -> AsyncConnectionPool[Connection]:
+    pool: AsyncConnectionPool[Connection] = request.app.state.pool
+    return pool
+
+
+def _broker(request: Request) -> BrokerLink:
+    broker: BrokerLink = request.app.state.broker
+    return broker
+
+
+async def _transaction(
+    pool: Annotated[AsyncConnectionPool[Connection], Depends(_pool)],
+) -> AsyncIterator[Connection]:
+    # The request owns the transaction: committed when the endpoint returns, rolled back
+    # when it raises. Services never commit.
+    try:
+        conn = await pool.getconn(timeout=5.0)
+    except PoolTimeout as exc:
+        raise Unavailable("the database is not reachable") from exc
+    try:
+        async with conn.transaction():
+            yield conn
+    finally:
+        await pool.putconn(conn)
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+PoolDep = Annotated[AsyncConnectionPool[Connection], Depends(_pool)]
+BrokerDep = Annotated[BrokerLink, Depends(_broker)]
+# scope="function": the transaction is committed before the response is sent, so a client
+# that was told "done" can rely on it (FastAPI's default would commit after sending).
+ConnDep = Annotated[Connection, Depends(_transaction, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fbk_…`")
+
+
+async def _caller(
+    conn: ConnDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise InvalidApiKey("send the API key as `Authorization: Bearer <key>`")
+    return await tenants.authenticate(conn, credentials.credentials)
+
+
+CurrentCaller = Annotated[Caller, Depends(_caller)]
+
+
+def require_role(*roles: Role) -> Callable[[Caller], Coroutine[Any, Any, Caller]]:
+    """A dependency that admits only callers of the given roles."""
+
+    async def check(caller: CurrentCaller) -> Caller:
+        if caller.role not in roles:
+            allowed = ", ".join(r.value for r in roles)
+            raise RoleNotAllowed(f"this endpoint is for: {allowed}")
+        return caller
+
+    return check
+
+
+OperatorCaller = Annotated[Caller, Depends(require_role(Role.OPERATOR))]

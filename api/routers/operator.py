@@ -1,0 +1,171 @@
+"""The platform operator: tenants and keys, SIM provisioning, the health of metering."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Query, status
+
+from api.deps import ConnDep, OperatorCaller
+from ingest import service as metering
+from ingest.protocol import RejectReason
+from ingest.schemas import (
+    BootGaps,
+    BootSequencePublic,
+    HourlyUsagePublic,
+    Iccid,
+    MissingRange,
+    RejectPage,
+    RejectPublic,
+    SimProvision,
+    SimProvisioned,
+    UnprovisionedSimPublic,
+)
+from tenants import service as tenants
+from tenants.schemas import (
+    ApiKeyCreate,
+    ApiKeyIssued,
+    ApiKeyPublic,
+    Role,
+    TenantCreate,
+    TenantCreated,
+    TenantPublic,
+)
+
+router = APIRouter(prefix="/v1/operator", tags=["operator"])
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+IccidPath = Annotated[Iccid, Path(description="The SIM's ICCID (Luhn-checked).")]
+
+
+@router.post("/tenants", status_code=status.HTTP_201_CREATED)
+async def create_tenant(conn: ConnDep, _: OperatorCaller, body: TenantCreate) -> TenantCreated:
+    """Create a sponsor, merchant, driver or operator tenant with its first API key."""
+    return await tenants.create_tenant(
+        conn, name=body.name, role=body.role, key_label=body.key_label
+    )
+
+
+@router.get("/tenants")
+async def list_tenants(
+    conn: ConnDep,
+    _: OperatorCaller,
+    role: Role | None = None,
+    limit: Limit = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[TenantPublic]:
+    """Tenants, oldest first."""
+    return await tenants.list_tenants(conn, role=role, limit=limit, offset=offset)
+
+
+@router.get("/tenants/{tenant_id}")
+async def get_tenant(conn: ConnDep, _: OperatorCaller, tenant_id: UUID) -> TenantPublic:
+    """One tenant."""
+    return await tenants.get_tenant(conn, tenant_id)
+
+
+@router.post("/tenants/{tenant_id}/disable")
+async def disable_tenant(conn: ConnDep, _: OperatorCaller, tenant_id: UUID) -> TenantPublic:
+    """Disable a tenant: every one of its keys stops working."""
+    return await tenants.set_disabled(conn, tenant_id, disabled=True)
+
+
+@router.post("/tenants/{tenant_id}/enable")
+async def enable_tenant(conn: ConnDep, _: OperatorCaller, tenant_id: UUID) -> TenantPublic:
+    """Enable a disabled tenant again."""
+    return await tenants.set_disabled(conn, tenant_id, disabled=False)
+
+
+@router.get("/tenants/{tenant_id}/keys")
+async def list_tenant_keys(conn: ConnDep, _: OperatorCaller, tenant_id: UUID) -> list[ApiKeyPublic]:
+    """A tenant's keys, without secrets."""
+    await tenants.get_tenant(conn, tenant_id)
+    return await tenants.list_keys(conn, tenant_id)
+
+
+@router.post("/tenants/{tenant_id}/keys", status_code=status.HTTP_201_CREATED)
+async def issue_tenant_key(
+    conn: ConnDep, _: OperatorCaller, tenant_id: UUID, body: ApiKeyCreate
+) -> ApiKeyIssued:
+    """Issue another key for a tenant; the secret is shown once."""
+    return await tenants.issue_key(conn, tenant_id=tenant_id, label=body.label)
+
+
+@router.delete("/tenants/{tenant_id}/keys/{key_id}")
+async def revoke_tenant_key(
+    conn: ConnDep, _: OperatorCaller, tenant_id: UUID, key_id: str
+) -> ApiKeyPublic:
+    """Revoke a tenant's key."""
+    return await tenants.revoke_key(conn, tenant_id=tenant_id, key_id=key_id)
+
+
+@router.post("/sims", status_code=status.HTTP_200_OK)
+async def provision_sims(conn: ConnDep, _: OperatorCaller, body: SimProvision) -> SimProvisioned:
+    """Provision SIMs by ICCID. Usage they reported before provisioning is kept."""
+    created = await metering.provision_sims(conn, body.iccids, label=body.label)
+    return SimProvisioned(requested=len(set(body.iccids)), newly_provisioned=created)
+
+
+@router.get("/sims/unprovisioned")
+async def unprovisioned_sims(
+    conn: ConnDep, _: OperatorCaller, limit: Limit = 100
+) -> list[UnprovisionedSimPublic]:
+    """ICCIDs that report usage but are not provisioned."""
+    rows = await metering.unprovisioned_sims(conn, limit=limit)
+    return [UnprovisionedSimPublic.model_validate(r) for r in rows]
+
+
+@router.get("/sims/{iccid}/usage/hourly")
+async def sim_hourly_usage(
+    conn: ConnDep, _: OperatorCaller, iccid: IccidPath, since: datetime, until: datetime
+) -> list[HourlyUsagePublic]:
+    """Per-app hourly usage of one SIM (UTC hours, from the rollup)."""
+    rows = await metering.hourly_usage(conn, iccid=iccid, since=since, until=until)
+    return [HourlyUsagePublic.model_validate(r) for r in rows]
+
+
+@router.get("/ingest/rejects")
+async def list_rejects(
+    conn: ConnDep,
+    _: OperatorCaller,
+    reason: RejectReason | None = None,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+    limit: Limit = 100,
+) -> RejectPage:
+    """Messages that could not be stored as usage, newest first, with their raw bytes."""
+    rows = await metering.rejects(conn, reason=reason, before_id=before_id, limit=limit)
+    return RejectPage(
+        rejects=[RejectPublic.from_record(r) for r in rows],
+        next_before_id=rows[-1].reject_id if len(rows) == limit else None,
+    )
+
+
+@router.get("/ingest/rejects/summary")
+async def reject_summary(conn: ConnDep, _: OperatorCaller) -> dict[str, int]:
+    """How many rejected messages are kept, per reason."""
+    return await metering.reject_counts(conn)
+
+
+@router.get("/ingest/gaps")
+async def list_gaps(
+    conn: ConnDep, _: OperatorCaller, limit: Limit = 100
+) -> list[BootSequencePublic]:
+    """Device boots with lost reports (sequence numbers never received)."""
+    rows = await metering.boots_with_gaps(conn, limit=limit)
+    return [BootSequencePublic.model_validate(r) for r in rows]
+
+
+@router.get("/ingest/gaps/{iccid}/{boot}")
+async def boot_gaps(
+    conn: ConnDep,
+    _: OperatorCaller,
+    iccid: IccidPath,
+    boot: Annotated[int, Path(ge=0, le=2**31 - 1)],
+) -> BootGaps:
+    """The missing sequence numbers of one boot of one SIM."""
+    ranges = await metering.missing_reports(conn, iccid=iccid, boot=boot)
+    return BootGaps(
+        iccid=iccid, boot=boot, missing=[MissingRange(first_seq=a, last_seq=b) for a, b in ranges]
+    )

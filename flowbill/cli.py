@@ -1,0 +1,250 @@
+"""`flowbill`: the one command line into everything."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flowbill.logs import configure_logging
+from flowbill.settings import get_settings
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency through uvicorn[standard]
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _cmd_migrate(_: argparse.Namespace) -> int:
+    from flowbill.migrate import apply_migrations
+
+    applied = apply_migrations(get_settings().database_dsn)
+    print(f"migrations applied: {len(applied)}" + (f" ({', '.join(applied)})" if applied else ""))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+    )
+    return 0
+
+
+def _cmd_ingest(_: argparse.Namespace) -> int:
+    from ingest.runner import run_worker
+
+    _run(run_worker(get_settings()))
+    return 0
+
+
+def _cmd_retire(args: argparse.Namespace) -> int:
+    from ingest.mqtt_session import end_session
+
+    _run(end_session(get_settings(), identifier=args.client_id))
+    print(f"session of {args.client_id} ended; the broker no longer queues for it")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from simulator.fleet import options_from_args, simulate
+
+    settings = get_settings()
+    summary = _run(
+        simulate(
+            options_from_args(args),
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
+            username=settings.mqtt_username,
+            password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
+            progress=not args.quiet,
+        )
+    )
+    print(summary.as_table())
+    return 0
+
+
+def _cmd_stack(args: argparse.Namespace) -> int:
+    from flowbill import localstack
+
+    return localstack.main(args.stack_args)
+
+
+def _cmd_create_operator_key(args: argparse.Namespace) -> int:
+    from flowbill import db
+    from tenants import service as tenants
+    from tenants.schemas import Role
+
+    async def create() -> str:
+        conn = await db.connect(get_settings(), application_name="flowbill-cli")
+        try:
+            async with conn.transaction():
+                created = await tenants.create_tenant(
+                    conn, name=args.name, role=Role.OPERATOR, key_label=args.label
+                )
+        finally:
+            await conn.close()
+        return created.key.api_key
+
+    key = _run(create())
+    if args.key_file:
+        with open(args.key_file, "w", encoding="utf-8") as fh:
+            fh.write(key + "\n")
+        print(f"operator API key written to {args.key_file} (shown once)")
+    else:
+        print(key)
+    return 0
+
+
+def _cmd_retention(args: argparse.Namespace) -> int:
+    from flowbill import db
+    from ingest import service as metering
+
+    async def apply() -> metering.RetentionOutcome:
+        conn = await db.connect(get_settings(), application_name="flowbill-retention")
+        try:
+            async with conn.transaction():
+                return await metering.apply_retention(
+                    conn, now=datetime.now(UTC), keep_raw=timedelta(days=args.keep_days)
+                )
+        finally:
+            await conn.close()
+
+    outcome = _run(apply())
+    print(
+        json.dumps(
+            {"chunks_dropped": outcome.chunks_dropped, "rejects_deleted": outcome.rejects_deleted}
+        )
+    )
+    return 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from flowbill import db
+    from ingest import service as metering
+
+    async def compact() -> int | None:
+        conn = await db.connect(get_settings(), application_name="flowbill-compact")
+        try:
+            async with conn.transaction():
+                return await metering.compact_rollups(
+                    conn, now=datetime.now(UTC), lookback=timedelta(days=args.lookback_days)
+                )
+        finally:
+            await conn.close()
+
+    merged = _run(compact())
+    print(
+        "another process is compacting" if merged is None else f"rollup rows merged away: {merged}"
+    )
+    return 0
+
+
+def _cmd_ledger_check(_: argparse.Namespace) -> int:
+    from flowbill import db
+    from wallet import service as wallet
+
+    async def check() -> list[str]:
+        conn = await db.connect(get_settings(), application_name="flowbill-ledger-check")
+        try:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                return await wallet.check_books(conn)
+        finally:
+            await conn.close()
+
+    problems = _run(check())
+    for problem in problems:
+        print(problem)
+    print("the books balance" if not problems else f"{len(problems)} problems")
+    return 0 if not problems else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from flowbill.demo import run_demo
+
+    return run_demo(seconds=args.seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowbill", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(
+        func=_cmd_migrate
+    )
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=_cmd_serve)
+
+    sub.add_parser("ingest", help="run one MQTT ingest worker").set_defaults(func=_cmd_ingest)
+
+    retire = sub.add_parser(
+        "retire-ingest-worker", help="end a retired worker's broker session (stop it first)"
+    )
+    retire.add_argument("--client-id", required=True)
+    retire.set_defaults(func=_cmd_retire)
+
+    simulate = sub.add_parser("simulate", help="publish a simulated fleet's usage reports")
+    simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+    from simulator.fleet import add_arguments
+
+    add_arguments(simulate)
+    simulate.set_defaults(func=_cmd_simulate)
+
+    stack = sub.add_parser("stack", help="the project-local PostgreSQL and Mosquitto (dev, test)")
+    stack.add_argument("stack_args", nargs=argparse.REMAINDER)
+    stack.set_defaults(func=_cmd_stack)
+
+    operator = sub.add_parser("create-operator-key", help="create an operator tenant and key")
+    operator.add_argument("--name", default="platform operator")
+    operator.add_argument("--label", default="bootstrap")
+    operator.add_argument("--key-file", help="write the key to this file instead of stdout")
+    operator.set_defaults(func=_cmd_create_operator_key)
+
+    retention = sub.add_parser("retention", help="drop raw usage chunks older than N days")
+    retention.add_argument("--keep-days", type=int, default=400)
+    retention.set_defaults(func=_cmd_retention)
+
+    compact = sub.add_parser("compact-rollups", help="merge hourly rollup rows of closed hours")
+    compact.add_argument("--lookback-days", type=int, default=3)
+    compact.set_defaults(func=_cmd_compact)
+
+    sub.add_parser(
+        "ledger-check", help="prove the wallet ledger: balanced, cached balances true, lots add up"
+    ).set_defaults(func=_cmd_ledger_check)
+
+    demo = sub.add_parser("demo", help="run the stack with a simulated fleet and report")
+    demo.add_argument("--seconds", type=float, default=60.0)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "stack":
+        configure_logging(get_settings().log_level if args.command != "simulate" else "WARNING")
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

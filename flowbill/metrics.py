@@ -1,0 +1,81 @@
+"""Every Prometheus metric Flowbill exports, in one place.
+
+Names carry the `flowbill_` prefix and base units; labels are bounded sets (a reject reason,
+a route template), never an ICCID, a tenant or a user.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Ingest
+INGEST_MESSAGES_RECEIVED = Counter(
+    "flowbill_ingest_messages_received_total", "MQTT messages received on the usage topics."
+)
+INGEST_MESSAGES_ACKNOWLEDGED = Counter(
+    "flowbill_ingest_messages_acknowledged_total",
+    "Messages acknowledged to the broker (after the batch holding them was committed).",
+)
+INGEST_REPORTS_STORED = Counter(
+    "flowbill_ingest_reports_stored_total", "Usage reports stored for the first time."
+)
+INGEST_REPORTS_DUPLICATE = Counter(
+    "flowbill_ingest_reports_duplicate_total",
+    "Reports dropped because the same report was already stored (repeats and redeliveries).",
+)
+INGEST_REPORTS_UNPROVISIONED = Counter(
+    "flowbill_ingest_reports_unprovisioned_total",
+    "Reports stored from ICCIDs that no one has provisioned yet.",
+)
+INGEST_MESSAGES_REJECTED = Counter(
+    "flowbill_ingest_messages_rejected_total",
+    "Messages stored in the rejects table instead of usage, by reason.",
+    ["reason"],
+)
+INGEST_ITEMS_STORED = Counter(
+    "flowbill_ingest_items_stored_total", "Per-app usage items stored (one per app per report)."
+)
+INGEST_BYTES_STORED = Counter(
+    "flowbill_ingest_bytes_stored_total", "Traffic bytes stored, by direction.", ["direction"]
+)
+INGEST_MISSING_REPORTS_FOUND = Counter(
+    "flowbill_ingest_missing_reports_found_total",
+    "Reports found missing: sequence numbers skipped within a device boot.",
+)
+INGEST_MISSING_REPORTS_RECOVERED = Counter(
+    "flowbill_ingest_missing_reports_recovered_total",
+    "Missing reports that arrived late and closed a sequence gap.",
+)
+INGEST_BATCH_COMMIT_SECONDS = Histogram(
+    "flowbill_ingest_batch_commit_seconds",
+    "Time to write and commit one batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+INGEST_BATCH_MESSAGES = Histogram(
+    "flowbill_ingest_batch_messages",
+    "Messages per committed batch.",
+    buckets=(1, 10, 50, 100, 500, 1000, 2000, 5000, 10000),
+)
+INGEST_PENDING_MESSAGES = Gauge(
+    "flowbill_ingest_pending_messages", "Messages received but not yet committed and acknowledged."
+)
+INGEST_BROKER_CONNECTED = Gauge(
+    "flowbill_ingest_broker_connected", "1 while the worker holds a broker connection."
+)
+INGEST_BROKER_RECONNECTS = Counter(
+    "flowbill_ingest_broker_reconnects_total", "Broker connections lost and re-established."
+)
+INGEST_DATABASE_RETRIES = Counter(
+    "flowbill_ingest_database_retries_total", "Batches retried after a database error."
+)
+
+# API
+HTTP_REQUESTS = Counter(
+    "flowbill_http_requests_total", "HTTP requests served.", ["method", "route", "status"]
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "flowbill_http_request_duration_seconds",
+    "HTTP request latency.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -1,0 +1,79 @@
+"""The one settings object. Every value comes from `FLOWBILL_*` environment variables."""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDERS = {"changeme", "change-me", "password", "secret", "flowbill"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOWBILL_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+
+    # PostgreSQL with TimescaleDB, e.g. postgresql://flowbill@127.0.0.1:5432/flowbill
+    database_url: SecretStr
+    database_pool_min: int = Field(default=2, ge=1)
+    database_pool_max: int = Field(default=10, ge=1)
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_tls: bool = False
+    mqtt_ca_file: str | None = None
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+
+    # Ingest worker: the fixed client id makes the broker keep this worker's session.
+    # Unset: "flowbill-ingest-<hostname>", stable across restarts of the same host/container.
+    ingest_client_id: str | None = None
+    # Workers of one group share the subscription. Empty: a plain subscription, for a single
+    # worker; Mosquitto 2.0 restores those after a restart but not shared ones (see docs).
+    ingest_share_group: str = Field(default="flowbill-ingest", pattern=r"^[A-Za-z0-9_.-]*$")
+    ingest_session_expiry_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    # A batch is committed when it holds this many messages, or after flush_seconds; under
+    # load batches grow by themselves while the previous one commits.
+    ingest_batch_messages: int = Field(default=2000, ge=1, le=100_000)
+    ingest_flush_seconds: float = Field(default=0.02, gt=0, le=60)
+    # Unacknowledged messages the broker may have in flight to us (MQTT v5 Receive
+    # Maximum): this bounds the worker's memory, and a slow database slows reading.
+    ingest_receive_maximum: int = Field(default=8000, ge=1, le=65535)
+    ingest_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    ingest_max_clock_skew_seconds: int = Field(default=300, ge=0)
+    # How often a worker merges the hourly rollup rows of closed hours (0 = never; one
+    # worker at a time does it, under an advisory lock).
+    ingest_compaction_interval_seconds: float = Field(default=600, ge=0)
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            if self.mqtt_password is None or self.mqtt_password.get_secret_value() in _PLACEHOLDERS:
+                raise ValueError(
+                    "FLOWBILL_MQTT_PASSWORD must be set to a real secret in production"
+                )
+            if self.database_pool_max < self.database_pool_min:
+                raise ValueError("FLOWBILL_DATABASE_POOL_MAX is below FLOWBILL_DATABASE_POOL_MIN")
+        return self
+
+    @property
+    def ingest_worker_id(self) -> str:
+        return self.ingest_client_id or f"flowbill-ingest-{socket.gethostname()}"
+
+    @property
+    def database_dsn(self) -> str:
+        return self.database_url.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings built once per process from the environment."""
+    return Settings()  # type: ignore[call-arg]

@@ -1,0 +1,149 @@
+"""Tenants and API keys: issue, verify, rotate, revoke.
+
+A key is `fbk_<key id>_<secret>`. Only the SHA-256 of the 256-bit secret is stored: the
+secret is random, so a fast hash is as strong as a slow one and keeps each request cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from flowbill.db import Connection
+from tenants import repository
+from tenants.errors import ApiKeyNotFound, InvalidApiKey, TenantNotFound
+from tenants.schemas import (
+    ApiKeyIssued,
+    ApiKeyPublic,
+    Role,
+    TenantCreated,
+    TenantPublic,
+)
+
+_KEY_PREFIX = "fbk"
+_KEY_ID_ALPHABET = string.ascii_lowercase + string.digits
+_TOUCH_EVERY = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated tenant behind a request."""
+
+    tenant_id: UUID
+    name: str
+    role: Role
+    key_id: str
+
+
+def _public_tenant(row: repository.TenantRow) -> TenantPublic:
+    return TenantPublic(
+        tenant_id=row.tenant_id,
+        name=row.name,
+        role=Role(row.role),
+        created_at=row.created_at,
+        disabled=row.disabled_at is not None,
+    )
+
+
+def _public_key(row: repository.ApiKeyRow) -> ApiKeyPublic:
+    return ApiKeyPublic(
+        key_id=row.key_id,
+        label=row.label,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+async def issue_key(conn: Connection, *, tenant_id: UUID, label: str) -> ApiKeyIssued:
+    """A new key for the tenant; the secret is in the answer and nowhere else."""
+    if await repository.get_tenant(conn, tenant_id) is None:
+        raise TenantNotFound(f"no tenant {tenant_id}")
+    key_id = "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(16))
+    secret = secrets.token_urlsafe(32)
+    row = await repository.insert_key(
+        conn, key_id=key_id, tenant_id=tenant_id, secret_sha256=_digest(secret), label=label
+    )
+    return ApiKeyIssued(**_public_key(row).model_dump(), api_key=f"{_KEY_PREFIX}_{key_id}_{secret}")
+
+
+async def create_tenant(
+    conn: Connection, *, name: str, role: Role, key_label: str
+) -> TenantCreated:
+    """A tenant with its first API key."""
+    tenant = await repository.insert_tenant(conn, name=name, role=role.value)
+    key = await issue_key(conn, tenant_id=tenant.tenant_id, label=key_label)
+    return TenantCreated(tenant=_public_tenant(tenant), key=key)
+
+
+async def get_tenant(conn: Connection, tenant_id: UUID) -> TenantPublic:
+    """One tenant."""
+    row = await repository.get_tenant(conn, tenant_id)
+    if row is None:
+        raise TenantNotFound(f"no tenant {tenant_id}")
+    return _public_tenant(row)
+
+
+async def list_tenants(
+    conn: Connection, *, role: Role | None, limit: int, offset: int
+) -> list[TenantPublic]:
+    """Tenants, oldest first."""
+    rows = await repository.list_tenants(
+        conn, role=role.value if role else None, limit=limit, offset=offset
+    )
+    return [_public_tenant(r) for r in rows]
+
+
+async def set_disabled(conn: Connection, tenant_id: UUID, *, disabled: bool) -> TenantPublic:
+    """Disable a tenant (all its keys stop working) or enable it again."""
+    row = await repository.set_tenant_disabled(conn, tenant_id, disabled=disabled)
+    if row is None:
+        raise TenantNotFound(f"no tenant {tenant_id}")
+    return _public_tenant(row)
+
+
+async def list_keys(conn: Connection, tenant_id: UUID) -> list[ApiKeyPublic]:
+    """A tenant's keys, without their secrets."""
+    return [_public_key(r) for r in await repository.list_keys(conn, tenant_id)]
+
+
+async def revoke_key(conn: Connection, *, tenant_id: UUID, key_id: str) -> ApiKeyPublic:
+    """Revoke one key; the tenant's other keys keep working."""
+    row = await repository.revoke_key(conn, tenant_id=tenant_id, key_id=key_id)
+    if row is None:
+        raise ApiKeyNotFound(f"no key {key_id!r} for this tenant")
+    return _public_key(row)
+
+
+def _split_key(api_key: str) -> tuple[str, str] | None:
+    prefix, _, rest = api_key.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != _KEY_PREFIX or len(key_id) != 16 or not secret or len(secret) > 128:
+        return None
+    if not all(c in _KEY_ID_ALPHABET for c in key_id):
+        return None
+    return key_id, secret
+
+
+async def authenticate(conn: Connection, api_key: str, *, now: datetime | None = None) -> Caller:
+    """The caller a key belongs to, or InvalidApiKey (the same error for every failure)."""
+    parts = _split_key(api_key)
+    if parts is None:
+        raise InvalidApiKey("the API key is malformed")
+    key_id, secret = parts
+    owner = await repository.find_active_key(conn, key_id)
+    if owner is None or not hmac.compare_digest(owner.secret_sha256, _digest(secret)):
+        raise InvalidApiKey("the API key is unknown, revoked, or its tenant is disabled")
+    now = now or datetime.now(UTC)
+    if owner.last_used_at is None or now - owner.last_used_at > _TOUCH_EVERY:
+        await repository.touch_key(conn, key_id)
+    return Caller(tenant_id=owner.tenant_id, name=owner.name, role=Role(owner.role), key_id=key_id)
