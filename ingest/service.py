@@ -1,0 +1,173 @@
+"""What the metering domain does: turn received messages into stored usage, exactly once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from flowbill.db import Connection
+from flowbill.errors import InvalidInput
+from ingest import repository
+from ingest.protocol import MAX_PAYLOAD_BYTES, Rejection, RejectReason, parse_report
+
+_MAX_TOPIC_CHARS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    messages: int = 0
+    reports_stored: int = 0
+    duplicates: int = 0
+    items_stored: int = 0
+    up_bytes: int = 0
+    down_bytes: int = 0
+    unprovisioned: int = 0
+    missing_found: int = 0
+    missing_recovered: int = 0
+    rejected: Counter[RejectReason] = field(default_factory=Counter)
+
+
+def reject_row(message: ReceivedMessage, rejection: Rejection) -> repository.RejectRow:
+    """The rejects-table row that keeps a message we could not store as usage."""
+    # Postgres text cannot hold NUL; the topic is kept readable, the payload kept raw.
+    topic = message.topic[:_MAX_TOPIC_CHARS].replace("\x00", "\ufffd")
+    return repository.RejectRow(
+        received_at=message.received_at,
+        topic=topic,
+        reason=rejection.reason.value,
+        detail=rejection.detail[:1000],
+        payload=message.payload[:MAX_PAYLOAD_BYTES],
+        payload_size=len(message.payload),
+    )
+
+
+async def store_batch(
+    conn: Connection, messages: Sequence[ReceivedMessage], *, max_clock_skew: timedelta
+) -> BatchOutcome:
+    """Validate and store one batch of messages in the caller's transaction.
+
+    Good reports are stored once (a report already stored counts as a duplicate); every
+    other message is kept in the rejects table with its reason. Nothing is committed here.
+    """
+    outcome = BatchOutcome(messages=len(messages))
+    staged: dict[tuple[str, int, int, datetime], repository.StagedReport] = {}
+    rejects: list[repository.RejectRow] = []
+    for message in messages:
+        parsed = parse_report(
+            message.topic, message.payload, now=message.received_at, max_clock_skew=max_clock_skew
+        )
+        if isinstance(parsed, Rejection):
+            outcome.rejected[parsed.reason] += 1
+            rejects.append(reject_row(message, parsed))
+            continue
+        key = (parsed.iccid, parsed.boot, parsed.seq, parsed.start)
+        if key in staged:
+            continue
+        apps = parsed.apps
+        staged[key] = repository.StagedReport(
+            iccid=parsed.iccid,
+            boot=parsed.boot,
+            seq=parsed.seq,
+            window_start=parsed.start,
+            window_end=parsed.end,
+            apps=[a.app for a in apps],
+            ups=[a.up for a in apps],
+            downs=[a.down for a in apps],
+            received_at=message.received_at,
+        )
+    if rejects:
+        await repository.store_rejects(conn, rejects)
+    counts = await repository.store_reports(conn, list(staged.values()))
+    accepted = outcome.messages - sum(outcome.rejected.values())
+    outcome.reports_stored = counts.reports
+    outcome.duplicates = accepted - counts.reports
+    outcome.items_stored = counts.items
+    outcome.up_bytes = counts.up_bytes
+    outcome.down_bytes = counts.down_bytes
+    outcome.unprovisioned = counts.unprovisioned
+    outcome.missing_found = counts.missing_found
+    outcome.missing_recovered = counts.missing_recovered
+    return outcome
+
+
+async def compact_rollups(conn: Connection, *, now: datetime, lookback: timedelta) -> int | None:
+    """Merge the hourly rollup rows of closed hours; the sums do not change.
+
+    Returns the rows merged away, or None when another process is compacting right now.
+    """
+    if not await repository.try_compaction_lock(conn):
+        return None
+    until = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    return await repository.compact_hourly(conn, since=until - lookback, until=until)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionOutcome:
+    chunks_dropped: list[str]
+    rejects_deleted: int
+
+
+async def apply_retention(
+    conn: Connection, *, now: datetime, keep_raw: timedelta
+) -> RetentionOutcome:
+    """Drop raw usage older than `keep_raw` (whole chunks) and old rejects; keep rollups."""
+    if keep_raw < timedelta(days=1):
+        raise ValueError("raw usage must be kept for at least one day")
+    cutoff = now - keep_raw
+    chunks = await repository.drop_raw_chunks(conn, older_than=cutoff)
+    deleted = await repository.delete_rejects(conn, older_than=cutoff)
+    return RetentionOutcome(chunks_dropped=chunks, rejects_deleted=deleted)
+
+
+async def provision_sims(conn: Connection, iccids: Sequence[str], *, label: str) -> int:
+    """Register SIMs by ICCID; returns how many were not known before."""
+    return await repository.provision_sims(conn, sorted(set(iccids)), label=label)
+
+
+async def unprovisioned_sims(conn: Connection, *, limit: int) -> list[repository.UnprovisionedSim]:
+    """ICCIDs that report usage but that no one has provisioned, most recent first."""
+    return await repository.list_unprovisioned(conn, limit=limit)
+
+
+async def rejects(
+    conn: Connection, *, reason: RejectReason | None, before_id: int | None, limit: int
+) -> list[repository.RejectRecord]:
+    """Rejected messages, newest first, one page."""
+    return await repository.list_rejects(
+        conn, reason=reason.value if reason else None, before_id=before_id, limit=limit
+    )
+
+
+async def reject_counts(conn: Connection) -> dict[str, int]:
+    """How many rejected messages are kept, per reason."""
+    return await repository.count_rejects_by_reason(conn)
+
+
+async def boots_with_gaps(conn: Connection, *, limit: int) -> list[repository.BootSequence]:
+    """Device boots whose sequence numbers show lost reports."""
+    return await repository.list_boots_with_gaps(conn, limit=limit)
+
+
+async def missing_reports(conn: Connection, *, iccid: str, boot: int) -> list[tuple[int, int]]:
+    """The runs of sequence numbers never received for one boot of one SIM."""
+    return await repository.missing_seq_ranges(conn, iccid=iccid, boot=boot)
+
+
+async def hourly_usage(
+    conn: Connection, *, iccid: str, since: datetime, until: datetime
+) -> list[repository.HourlyUsage]:
+    """Per-app hourly usage of one SIM from the rollup (kept after raw data is dropped)."""
+    if until <= since:
+        raise InvalidInput("`until` must be after `since`")
+    if until - since > timedelta(days=366):
+        raise InvalidInput("ask for at most 366 days at once")
+    return await repository.hourly_usage(conn, iccid=iccid, since=since, until=until)
