@@ -1,0 +1,210 @@
+"""Tenants, API keys and roles, over HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import psycopg
+import pytest
+
+from flowbill.settings import Settings
+from tenants.schemas import Role
+from tests.conftest import make_tenant
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_problem(response: httpx.Response, status: int, type_suffix: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, object] = response.json()
+    assert body["status"] == status
+    assert str(body["type"]).endswith(type_suffix)
+    assert body["title"]
+    assert "detail" in body
+    return body
+
+
+async def test_health_readiness_and_metrics(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+    ready = (await http.get("/readyz")).json()
+    assert ready == {"status": "ready", "checks": {"database": True, "broker": True}}
+    await http.get("/v1/me")
+    metrics = (await http.get("/metrics")).text
+    assert 'flowbill_http_requests_total{method="GET",route="/v1/me",status="401"}' in metrics
+    assert "flowbill_http_request_duration_seconds_bucket" in metrics
+
+
+async def test_openapi_documents_the_audiences(http: httpx.AsyncClient) -> None:
+    spec = (await http.get("/openapi.json")).json()
+    assert "/v1/operator/tenants" in spec["paths"]
+    assert "/v1/me/keys" in spec["paths"]
+    assert (await http.get("/docs")).status_code == 200
+
+
+async def test_an_operator_creates_a_tenant_whose_key_is_shown_once(
+    http: httpx.AsyncClient, operator_key: str
+) -> None:
+    created = await http.post(
+        "/v1/operator/tenants",
+        json={"name": "Great Wall Motors", "role": "sponsor"},
+        headers=bearer(operator_key),
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    key = body["key"]["api_key"]
+    assert key.startswith("fbk_")
+    me = await http.get("/v1/me", headers=bearer(key))
+    assert me.json()["name"] == "Great Wall Motors"
+    assert me.json()["role"] == "sponsor"
+    listed = await http.get(
+        f"/v1/operator/tenants/{body['tenant']['tenant_id']}/keys", headers=bearer(operator_key)
+    )
+    assert [k["key_id"] for k in listed.json()] == [body["key"]["key_id"]]
+    assert "api_key" not in listed.json()[0]
+    assert key not in listed.text
+
+
+async def test_rotation_revocation_and_disabling(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    _tenant_id, first = await make_tenant(settings, role=Role.MERCHANT)
+    second = await http.post("/v1/me/keys", json={"label": "rotation"}, headers=bearer(first))
+    assert second.status_code == 201
+    second_key = second.json()["api_key"]
+    first_id = first.split("_")[1]
+    revoked = await http.delete(f"/v1/me/keys/{first_id}", headers=bearer(second_key))
+    assert revoked.json()["revoked_at"] is not None
+    assert_problem(await http.get("/v1/me", headers=bearer(first)), 401, "invalid-api-key")
+    assert (await http.get("/v1/me", headers=bearer(second_key))).status_code == 200
+    keys = (await http.get("/v1/me/keys", headers=bearer(second_key))).json()
+    assert len(keys) == 2
+
+
+async def test_a_disabled_tenant_cannot_call(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str
+) -> None:
+    tenant_id, key = await make_tenant(settings, role=Role.DRIVER)
+    r = await http.post(f"/v1/operator/tenants/{tenant_id}/disable", headers=bearer(operator_key))
+    assert r.json()["disabled"] is True
+    assert_problem(await http.get("/v1/me", headers=bearer(key)), 401, "invalid-api-key")
+    await http.post(f"/v1/operator/tenants/{tenant_id}/enable", headers=bearer(operator_key))
+    assert (await http.get("/v1/me", headers=bearer(key))).status_code == 200
+
+
+async def test_bad_credentials_all_get_the_same_clear_401(
+    http: httpx.AsyncClient, operator_key: str
+) -> None:
+    key_id = operator_key.split("_")[1]
+    for headers in (
+        {},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        bearer("nonsense"),
+        bearer("fbk_" + "a" * 16 + "_wrong"),
+        bearer(f"fbk_{key_id}_wrong-secret"),
+        bearer(f"fbk_{key_id}_" + "x" * 500),
+        bearer("fbk_ABCDEFGHIJKLMNOP_secret"),
+    ):
+        r = await http.get("/v1/me", headers=headers)
+        assert_problem(r, 401, "invalid-api-key")
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert operator_key not in r.text
+
+
+async def test_roles_are_enforced(http: httpx.AsyncClient, settings: Settings) -> None:
+    for role in (Role.SPONSOR, Role.MERCHANT, Role.DRIVER):
+        _, key = await make_tenant(settings, role=role)
+        r = await http.get("/v1/operator/tenants", headers=bearer(key))
+        assert_problem(r, 403, "role-not-allowed")
+
+
+async def test_a_tenant_cannot_revoke_another_tenants_key(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    _, mine = await make_tenant(settings, role=Role.SPONSOR)
+    _, theirs = await make_tenant(settings, role=Role.SPONSOR)
+    their_id = theirs.split("_")[1]
+    assert_problem(
+        await http.delete(f"/v1/me/keys/{their_id}", headers=bearer(mine)), 404, "api-key-not-found"
+    )
+    assert (await http.get("/v1/me", headers=bearer(theirs))).status_code == 200
+
+
+async def test_bad_input_gets_problem_details_and_changes_nothing(
+    http: httpx.AsyncClient, operator_key: str
+) -> None:
+    headers = bearer(operator_key)
+    before = len((await http.get("/v1/operator/tenants?limit=1000", headers=headers)).json())
+    for body in (
+        {"name": "", "role": "sponsor"},
+        {"name": "x" * 201, "role": "sponsor"},
+        {"name": "x", "role": "king"},
+        {"name": "x"},
+        {"name": "x", "role": "sponsor", "extra": 1},
+        [],
+    ):
+        r = await http.post("/v1/operator/tenants", json=body, headers=headers)
+        problem = assert_problem(r, 422, "invalid-input")
+        assert problem["errors"]
+    r = await http.post(
+        "/v1/operator/tenants",
+        content=b"{not json",
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert_problem(r, 422, "invalid-input")
+    assert_problem(
+        await http.get("/v1/operator/tenants/not-a-uuid", headers=headers), 422, "invalid-input"
+    )
+    assert_problem(
+        await http.get(f"/v1/operator/tenants/{uuid.uuid4()}", headers=headers),
+        404,
+        "tenant-not-found",
+    )
+    assert_problem(
+        await http.get("/v1/operator/tenants?limit=0", headers=headers), 422, "invalid-input"
+    )
+    assert_problem(
+        await http.get("/v1/operator/tenants?role=king", headers=headers), 422, "invalid-input"
+    )
+    r = await http.get("/no/such/path")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    after = len((await http.get("/v1/operator/tenants?limit=1000", headers=headers)).json())
+    assert after == before
+
+
+@pytest.fixture
+async def slow_commits(committed_conn: psycopg.AsyncConnection) -> AsyncIterator[None]:
+    """Every commit that revokes a key takes 300 ms more (a deferred trigger sleeps)."""
+    await committed_conn.execute(
+        """
+        CREATE FUNCTION test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER test_slow_commit AFTER UPDATE ON api_keys
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_slow_commit();
+        """
+    )
+    try:
+        yield
+    finally:
+        await committed_conn.execute(
+            "DROP TRIGGER test_slow_commit ON api_keys; DROP FUNCTION test_slow_commit();"
+        )
+
+
+@pytest.mark.usefixtures("slow_commits")
+async def test_a_command_is_committed_before_its_answer(
+    http: httpx.AsyncClient, settings: Settings
+) -> None:
+    """A revoked key never works again, even on the very next request."""
+    _, key = await make_tenant(settings, role=Role.SPONSOR)
+    for _ in range(3):
+        issued = await http.post("/v1/me/keys", json={"label": "short-lived"}, headers=bearer(key))
+        new_key = issued.json()["api_key"]
+        key_id = issued.json()["key_id"]
+        await http.delete(f"/v1/me/keys/{key_id}", headers=bearer(key))
+        assert (await http.get("/v1/me", headers=bearer(new_key))).status_code == 401

@@ -1,0 +1,283 @@
+"""Fixtures: one real PostgreSQL+TimescaleDB and one real Mosquitto per test session.
+
+Tests isolate themselves by data, not by transactions, where data crosses processes: each
+test uses its own ICCIDs (so its own MQTT topics), and asserts on those alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from api.app import create_app
+from flowbill import db, localstack
+from flowbill.migrate import apply_migrations
+from flowbill.settings import Settings
+from ingest import mqtt_session
+from ingest.protocol import iccid_check_digit
+from tenants import service as tenants
+from tenants.schemas import Role
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUT = REPO / "test-output"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def new_iccid(prefix: str = "8986990") -> str:
+    """A random valid ICCID (20 digits, Luhn), unique enough to be a test's own."""
+    body = prefix + "".join(secrets.choice("0123456789") for _ in range(19 - len(prefix)))
+    return body + iccid_check_digit(body)
+
+
+def settings_for(stack: localstack.LocalStack, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "environment": "test",
+        "database_url": stack.database_url,
+        "mqtt_host": "127.0.0.1",
+        "mqtt_port": stack.mqtt_port,
+        "ingest_metrics_port": 0,
+        "ingest_flush_seconds": 0.05,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localstack.LocalStack]:
+    root = tmp_path_factory.mktemp("stack")
+    running = localstack.up(root)
+    apply_migrations(running.database_url)
+    yield running
+    localstack.down(root)
+
+
+@pytest.fixture(scope="session")
+def settings(stack: localstack.LocalStack) -> Settings:
+    return settings_for(stack)
+
+
+@pytest.fixture
+async def conn(settings: Settings) -> AsyncIterator[db.Connection]:
+    """A connection inside a transaction that is rolled back after the test."""
+    connection = await db.connect(settings, application_name="flowbill-test")
+    try:
+        async with connection.transaction(force_rollback=True):
+            yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def committed_conn(settings: Settings) -> AsyncIterator[db.Connection]:
+    """An autocommit connection, to read what other processes committed."""
+    connection = await psycopg.AsyncConnection.connect(settings.database_dsn, autocommit=True)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+class IngestProcess:
+    """A real `flowbill ingest` worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client_id: str,
+        log_path: Path,
+        share_group: str | None = None,
+        receive_maximum: int | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.metrics_port = free_port()
+        self._env = {
+            **os.environ,
+            "FLOWBILL_DATABASE_URL": settings.database_dsn,
+            "FLOWBILL_MQTT_HOST": settings.mqtt_host,
+            "FLOWBILL_MQTT_PORT": str(settings.mqtt_port),
+            "FLOWBILL_INGEST_CLIENT_ID": client_id,
+            "FLOWBILL_INGEST_METRICS_PORT": str(self.metrics_port),
+            "FLOWBILL_INGEST_FLUSH_SECONDS": "0.05",
+            "FLOWBILL_INGEST_COMPACTION_INTERVAL_SECONDS": "1",
+            "FLOWBILL_ENVIRONMENT": "test",
+        }
+        if share_group is not None:
+            self._env["FLOWBILL_INGEST_SHARE_GROUP"] = share_group
+        if receive_maximum is not None:
+            self._env["FLOWBILL_INGEST_RECEIVE_MAXIMUM"] = str(receive_maximum)
+        self._log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self._log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flowbill.cli", "ingest"],
+            env=self._env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ingest worker exited: {self._log_path.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{self.metrics_port}/readyz").status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"ingest worker not ready: {self._log_path.read_text()[-2000:]}")
+
+    def wait_reconnected(self, reconnects: float, timeout: float = 60.0) -> None:
+        """Wait until the worker has reconnected to the broker (and re-subscribed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (
+                    self.metric("flowbill_ingest_broker_reconnects_total") > reconnects
+                    and self.metric("flowbill_ingest_broker_connected") == 1
+                ):
+                    return
+            time.sleep(0.05)
+        raise TimeoutError("the worker did not reconnect to the broker")
+
+    def log_records(self, message: str) -> list[dict[str, object]]:
+        """The worker's JSON log records with this message."""
+        records = []
+        for line in self._log_path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("msg") == message:
+                    records.append(record)
+        return records
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics").text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    async def retire(self) -> None:
+        """End the worker's broker session: otherwise it keeps its share of the subscription."""
+        settings = Settings(
+            database_url=self._env["FLOWBILL_DATABASE_URL"],  # type: ignore[arg-type]
+            mqtt_port=int(self._env["FLOWBILL_MQTT_PORT"]),
+        )
+        await mqtt_session.end_session(settings, identifier=self.client_id)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def ingest_workers(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[IngestProcess]]:
+    """Two workers on the shared subscription, as in production."""
+    logs = tmp_path_factory.mktemp("ingest-logs")
+    workers = [
+        IngestProcess(settings, client_id=f"test-ingest-{n}", log_path=logs / f"worker-{n}.log")
+        for n in (1, 2)
+    ]
+    for worker in workers:
+        worker.start()
+    yield workers
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+async def api_url(settings: Settings) -> AsyncIterator[str]:
+    """The API served over real HTTP by uvicorn on a free port."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
+        yield client
+
+
+async def make_tenant(
+    settings: Settings, *, role: Role, name: str | None = None
+) -> tuple[str, str]:
+    """A committed tenant of the role; returns (tenant id, API key)."""
+    connection = await db.connect(settings, application_name="flowbill-test")
+    try:
+        async with connection.transaction():
+            created = await tenants.create_tenant(
+                connection,
+                name=name or f"{role.value} {secrets.token_hex(4)}",
+                role=role,
+                key_label="test",
+            )
+    finally:
+        await connection.close()
+    return str(created.tenant.tenant_id), created.key.api_key
+
+
+@pytest.fixture(scope="session")
+async def operator_key(settings: Settings) -> str:
+    _, key = await make_tenant(settings, role=Role.OPERATOR)
+    return key
+
+
+async def wait_for(predicate: object, *, timeout: float = 20.0, interval: float = 0.1) -> None:
+    """Poll an async predicate until it is true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await predicate():  # type: ignore[operator]
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)
