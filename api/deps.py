@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -85,3 +85,23 @@ def require_role(*roles: Role) -> Callable[[Caller], Coroutine[Any, Any, Caller]
 
 
 OperatorCaller = Annotated[Caller, Depends(require_role(Role.OPERATOR))]
+MerchantCaller = Annotated[Caller, Depends(require_role(Role.MERCHANT))]
+PartnerCaller = Annotated[Caller, Depends(require_role(Role.PARTNER))]
+AppCaller = Annotated[Caller, Depends(require_role(Role.APP))]
+DriverCaller = Annotated[Caller, Depends(require_role(Role.DRIVER))]
+
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Unique per command: a repeat returns the first result and moves nothing.",
+    ),
+]
+
+
+def ledger_key(caller: Caller, command: str, key: str) -> str:
+    """The ledger's key for a caller's Idempotency-Key: keys of different tenants never meet."""
+    return f"{caller.tenant_id}:{command}:{key}"

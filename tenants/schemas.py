@@ -15,6 +15,10 @@ class Role(enum.StrEnum):
     SPONSOR = "sponsor"
     MERCHANT = "merchant"
     DRIVER = "driver"
+    # A service vendor running promotions for many merchants: sends action events.
+    PARTNER = "partner"
+    # An app embedding the check-in tool.
+    APP = "app"
 
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]

@@ -281,3 +281,18 @@ async def wait_for(predicate: object, *, timeout: float = 20.0, interval: float 
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_problem(response: httpx.Response, status: int, type_suffix: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, object] = response.json()
+    assert body["status"] == status
+    assert str(body["type"]).endswith(type_suffix)
+    assert body["title"]
+    assert "detail" in body
+    return body

@@ -28,3 +28,53 @@ class TransactionNotFound(NotFound):
 class RefundTooLarge(Conflict):
     type_ = "refund-too-large"
     title = "More than what is left to refund"
+
+
+class UnknownUser(NotFound):
+    type_ = "unknown-user"
+    title = "No such user"
+
+
+class PriceNotConfigured(NotFound):
+    type_ = "price-not-configured"
+    title = "The platform has no data price in this currency"
+
+
+class CampaignNotFound(NotFound):
+    type_ = "campaign-not-found"
+    title = "Campaign not found"
+
+
+class CampaignEnded(Conflict):
+    type_ = "campaign-ended"
+    title = "The campaign is not running"
+
+
+class BudgetSpent(Conflict):
+    type_ = "budget-spent"
+    title = "The campaign's budget is spent"
+
+
+class UserLimitReached(Conflict):
+    type_ = "user-limit-reached"
+    title = "The user has had every reward this campaign allows"
+
+
+class EventIdReused(Conflict):
+    type_ = "event-id-reused"
+    title = "This event id was sent for another action"
+
+
+class WrongAction(InvalidInput):
+    type_ = "wrong-action"
+    title = "The campaign rewards another action"
+
+
+class NoCheckInFunding(Conflict):
+    type_ = "no-check-in-funding"
+    title = "No check-in campaign has budget left"
+
+
+class PartnerNotLinked(NotFound):
+    type_ = "partner-not-linked"
+    title = "This partner platform does not act for you"

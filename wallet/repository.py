@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from uuid import UUID
 
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
 from flowbill.db import Connection
 
@@ -285,3 +287,415 @@ async def books_problems(conn: Connection) -> list[str]:
         cur = await conn.execute(sql)
         problems.extend(f"{name}: {text}" for (text,) in await cur.fetchall())
     return problems
+
+
+async def set_memo(conn: Connection, txn_id: int, memo: dict[str, object]) -> None:
+    """What the transaction was for (order, campaign, carrier), shown in histories."""
+    await conn.execute(
+        "UPDATE ledger_transactions SET memo = %s WHERE txn_id = %s", (Jsonb(memo), txn_id)
+    )
+
+
+# --- Promotions: prices, campaigns, action events, check-ins -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRow:
+    campaign_id: UUID
+    merchant_id: UUID
+    name: str
+    action: str
+    bytes_per_action: int
+    bytes_per_click: int
+    per_user_limit: int | None
+    validity_days: int
+    budget_bytes: int
+    starts_at: datetime
+    ends_at: datetime | None
+    ended_at: datetime | None
+    budget_txn_id: int
+    created_at: datetime
+
+
+_CAMPAIGN_COLUMNS = (
+    "campaign_id, merchant_id, name, action, bytes_per_action, bytes_per_click, per_user_limit,"
+    " validity_days, budget_bytes, starts_at, ends_at, ended_at, budget_txn_id, created_at"
+)
+
+
+async def is_active_driver(conn: Connection, user_id: UUID) -> bool:
+    cur = await conn.execute(
+        "SELECT 1 FROM tenants WHERE tenant_id = %s AND role = 'driver' AND disabled_at IS NULL",
+        (user_id,),
+    )
+    return await cur.fetchone() is not None
+
+
+async def data_price(conn: Connection, currency: str) -> int | None:
+    cur = await conn.execute(
+        "SELECT minor_per_100mb FROM data_prices WHERE currency = %s", (currency,)
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else None
+
+
+async def data_prices(conn: Connection) -> list[tuple[str, int, datetime]]:
+    cur = await conn.execute(
+        "SELECT currency, minor_per_100mb, updated_at FROM data_prices ORDER BY currency"
+    )
+    return [(str(c), int(p), u) for c, p, u in await cur.fetchall()]
+
+
+async def set_data_price(conn: Connection, currency: str, minor_per_100mb: int) -> None:
+    await conn.execute(
+        """
+        INSERT INTO data_prices (currency, minor_per_100mb) VALUES (%s, %s)
+        ON CONFLICT (currency) DO UPDATE
+        SET minor_per_100mb = excluded.minor_per_100mb, updated_at = now()
+        """,
+        (currency, minor_per_100mb),
+    )
+
+
+async def link_partner(conn: Connection, *, partner_id: UUID, merchant_id: UUID) -> None:
+    await conn.execute(
+        "INSERT INTO partner_links (partner_id, merchant_id) VALUES (%s, %s)"
+        " ON CONFLICT DO NOTHING",
+        (partner_id, merchant_id),
+    )
+
+
+async def unlink_partner(conn: Connection, *, partner_id: UUID, merchant_id: UUID) -> bool:
+    cur = await conn.execute(
+        "DELETE FROM partner_links WHERE partner_id = %s AND merchant_id = %s",
+        (partner_id, merchant_id),
+    )
+    return cur.rowcount > 0
+
+
+async def partners_of(conn: Connection, merchant_id: UUID) -> list[tuple[UUID, str, datetime]]:
+    cur = await conn.execute(
+        """
+        SELECT l.partner_id, t.name, l.created_at FROM partner_links l
+        JOIN tenants t ON t.tenant_id = l.partner_id
+        WHERE l.merchant_id = %s ORDER BY l.created_at
+        """,
+        (merchant_id,),
+    )
+    return [(p, str(n), c) for p, n, c in await cur.fetchall()]
+
+
+async def is_partner_of(conn: Connection, *, partner_id: UUID, merchant_id: UUID) -> bool:
+    cur = await conn.execute(
+        "SELECT 1 FROM partner_links WHERE partner_id = %s AND merchant_id = %s",
+        (partner_id, merchant_id),
+    )
+    return await cur.fetchone() is not None
+
+
+async def insert_campaign(
+    conn: Connection,
+    *,
+    merchant_id: UUID,
+    name: str,
+    action: str,
+    bytes_per_action: int,
+    bytes_per_click: int,
+    per_user_limit: int | None,
+    validity_days: int,
+    budget_bytes: int,
+    starts_at: datetime,
+    ends_at: datetime | None,
+    budget_txn_id: int,
+) -> CampaignRow:
+    async with conn.cursor(row_factory=class_row(CampaignRow)) as cur:
+        await cur.execute(
+            f"""
+            INSERT INTO campaigns (merchant_id, name, action, bytes_per_action, bytes_per_click,
+                                   per_user_limit, validity_days, budget_bytes, starts_at,
+                                   ends_at, budget_txn_id)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            RETURNING {_CAMPAIGN_COLUMNS}
+            """,
+            (merchant_id, name, action, bytes_per_action, bytes_per_click, per_user_limit,
+             validity_days, budget_bytes, starts_at, ends_at, budget_txn_id),
+        )  # fmt: skip
+        row = await cur.fetchone()
+        assert row is not None
+        return row
+
+
+async def get_campaign(
+    conn: Connection, campaign_id: UUID, *, lock: bool = False
+) -> CampaignRow | None:
+    async with conn.cursor(row_factory=class_row(CampaignRow)) as cur:
+        await cur.execute(
+            f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE campaign_id = %s"
+            + (" FOR UPDATE" if lock else ""),
+            (campaign_id,),
+        )
+        return await cur.fetchone()
+
+
+async def campaign_by_budget_txn(conn: Connection, txn_id: int) -> CampaignRow | None:
+    async with conn.cursor(row_factory=class_row(CampaignRow)) as cur:
+        await cur.execute(
+            f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE budget_txn_id = %s", (txn_id,)
+        )
+        return await cur.fetchone()
+
+
+async def campaigns_of(conn: Connection, merchant_id: UUID) -> list[CampaignRow]:
+    async with conn.cursor(row_factory=class_row(CampaignRow)) as cur:
+        await cur.execute(
+            f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE merchant_id = %s"
+            " ORDER BY created_at, campaign_id",
+            (merchant_id,),
+        )
+        return await cur.fetchall()
+
+
+async def end_campaign(conn: Connection, campaign_id: UUID, *, now: datetime) -> None:
+    await conn.execute(
+        "UPDATE campaigns SET ended_at = %s WHERE campaign_id = %s AND ended_at IS NULL",
+        (now, campaign_id),
+    )
+
+
+async def campaign_figures(
+    conn: Connection, campaign_ids: Sequence[UUID]
+) -> dict[UUID, tuple[int, int]]:
+    """Per campaign: (budget left, users rewarded)."""
+    cur = await conn.execute(
+        """
+        SELECT c.campaign_id, coalesce(a.balance, 0),
+               (SELECT count(*) FROM campaign_rewards r WHERE r.campaign_id = c.campaign_id)
+        FROM campaigns c
+        LEFT JOIN ledger_accounts a
+          ON a.kind = 'campaign' AND a.owner = c.campaign_id::text AND a.asset = 'data'
+        WHERE c.campaign_id = ANY(%s)
+        """,
+        (list(campaign_ids),),
+    )
+    return {c: (int(left), int(users)) for c, left, users in await cur.fetchall()}
+
+
+async def count_reward(
+    conn: Connection, *, campaign_id: UUID, user_id: str, limit: int | None
+) -> bool:
+    """Count one more reward for the user; False (nothing counted) when at the limit."""
+    cur = await conn.execute(
+        """
+        INSERT INTO campaign_rewards AS r (campaign_id, user_id, rewards) VALUES (%s, %s, 1)
+        ON CONFLICT (campaign_id, user_id) DO UPDATE SET rewards = r.rewards + 1
+        WHERE %s::integer IS NULL OR r.rewards < %s::integer
+        RETURNING rewards
+        """,
+        (campaign_id, user_id, limit, limit),
+    )
+    return await cur.fetchone() is not None
+
+
+async def claim_event(
+    conn: Connection, *, partner_id: UUID, event_id: str, campaign_id: UUID, action: str
+) -> tuple[bool, UUID, str, object]:
+    """Record the event, or find the first delivery: (new, campaign, action, what it granted).
+
+    A concurrent delivery of the same event waits here for the first one to commit.
+    """
+    cur = await conn.execute(
+        """
+        INSERT INTO action_events (partner_id, event_id, campaign_id, action, granted)
+        VALUES (%s, %s, %s, %s, '[]') ON CONFLICT DO NOTHING RETURNING 1
+        """,
+        (partner_id, event_id, campaign_id, action),
+    )
+    if await cur.fetchone() is not None:
+        return True, campaign_id, action, []
+    cur = await conn.execute(
+        "SELECT campaign_id, action, granted FROM action_events"
+        " WHERE partner_id = %s AND event_id = %s",
+        (partner_id, event_id),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return False, row[0], str(row[1]), row[2]
+
+
+async def set_event_grants(
+    conn: Connection, *, partner_id: UUID, event_id: str, granted: list[dict[str, object]]
+) -> None:
+    await conn.execute(
+        "UPDATE action_events SET granted = %s WHERE partner_id = %s AND event_id = %s",
+        (Jsonb(granted), partner_id, event_id),
+    )
+
+
+async def check_in_rules(conn: Connection) -> tuple[int, int, dict[str, int], int, datetime]:
+    cur = await conn.execute(
+        "SELECT cycle_days, daily_bytes, streak_bytes, validity_days, updated_at"
+        " FROM check_in_rules"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), dict(row[2]), int(row[3]), row[4]
+
+
+async def set_check_in_rules(
+    conn: Connection, *, cycle_days: int, daily_bytes: int, streak_bytes: dict[str, int],
+    validity_days: int,
+) -> None:  # fmt: skip
+    await conn.execute(
+        """
+        UPDATE check_in_rules SET cycle_days = %s, daily_bytes = %s, streak_bytes = %s,
+               validity_days = %s, updated_at = now()
+        """,
+        (cycle_days, daily_bytes, Jsonb(streak_bytes), validity_days),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckInRow:
+    user_id: str
+    day: date
+    streak: int
+    app_id: UUID
+    campaign_id: UUID
+    data_bytes: int
+    txn_id: int
+    lot_id: int
+    created_at: datetime
+
+
+async def last_check_in(conn: Connection, user_id: str, *, before: date) -> CheckInRow | None:
+    async with conn.cursor(row_factory=class_row(CheckInRow)) as cur:
+        await cur.execute(
+            "SELECT * FROM check_ins WHERE user_id = %s AND day < %s ORDER BY day DESC LIMIT 1",
+            (user_id, before),
+        )
+        return await cur.fetchone()
+
+
+async def check_in_on(conn: Connection, user_id: str, day: date) -> CheckInRow | None:
+    async with conn.cursor(row_factory=class_row(CheckInRow)) as cur:
+        await cur.execute("SELECT * FROM check_ins WHERE user_id = %s AND day = %s", (user_id, day))
+        return await cur.fetchone()
+
+
+async def insert_check_in(
+    conn: Connection, *, user_id: str, day: date, streak: int, app_id: UUID, campaign_id: UUID,
+    data_bytes: int, txn_id: int, lot_id: int,
+) -> None:  # fmt: skip
+    await conn.execute(
+        """
+        INSERT INTO check_ins (user_id, day, streak, app_id, campaign_id, data_bytes, txn_id,
+                               lot_id)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+        """,
+        (user_id, day, streak, app_id, campaign_id, data_bytes, txn_id, lot_id),
+    )
+
+
+async def check_in_campaigns(conn: Connection, *, now: datetime, at_least: int) -> list[UUID]:
+    """Running check-in campaigns with at least `at_least` bytes left, ending soonest first."""
+    cur = await conn.execute(
+        """
+        SELECT c.campaign_id FROM campaigns c
+        JOIN ledger_accounts a
+          ON a.kind = 'campaign' AND a.owner = c.campaign_id::text AND a.asset = 'data'
+        WHERE c.action = 'check_in' AND c.ended_at IS NULL AND c.starts_at <= %(now)s
+          AND (c.ends_at IS NULL OR c.ends_at > %(now)s) AND a.balance >= %(need)s
+        ORDER BY c.ends_at NULLS LAST, c.starts_at, c.campaign_id
+        LIMIT 5
+        """,
+        {"now": now, "need": at_least},
+    )
+    return [row[0] for row in await cur.fetchall()]
+
+
+# --- Reports: history, who used a merchant's data, breakage, what expires soon ------------
+
+
+async def wallet_history(
+    conn: Connection, account_id: int, *, before_txn: int | None, limit: int
+) -> list[tuple[int, str, int, datetime, dict[str, object]]]:
+    cur = await conn.execute(
+        """
+        SELECT t.txn_id, t.kind, sum(e.amount), t.created_at, t.memo
+        FROM ledger_entries e JOIN ledger_transactions t USING (txn_id)
+        WHERE e.account_id = %s AND (%s::bigint IS NULL OR t.txn_id < %s::bigint)
+        GROUP BY t.txn_id ORDER BY t.txn_id DESC LIMIT %s
+        """,
+        (account_id, before_txn, before_txn, limit),
+    )
+    return [(int(t), str(k), int(a), at, dict(m)) for t, k, a, at, m in await cur.fetchall()]
+
+
+async def merchant_data_use(
+    conn: Connection, merchant_id: UUID, *, limit: int, offset: int
+) -> list[tuple[str, int, int, int, int]]:
+    """Per user: (user, granted, used, expired, remaining) of lots the merchant funded."""
+    cur = await conn.execute(
+        """
+        WITH lots AS (
+            SELECT l.lot_id, l.granted, l.remaining, w.owner AS user_id
+            FROM wallet_lots l
+            JOIN ledger_accounts f ON f.account_id = l.funded_by
+            JOIN ledger_accounts w ON w.account_id = l.account_id
+            WHERE (f.kind = 'campaign' AND f.owner IN (
+                       SELECT campaign_id::text FROM campaigns WHERE merchant_id = %(m)s))
+               OR (f.kind = 'merchant_pool' AND f.owner = %(m)s::text)
+        ), expired AS (
+            SELECT e.lot_id, sum(e.amount) AS bytes
+            FROM ledger_entries e JOIN ledger_accounts b USING (account_id)
+            WHERE b.kind = 'breakage' AND e.lot_id IN (SELECT lot_id FROM lots)
+            GROUP BY e.lot_id
+        )
+        SELECT user_id, sum(granted), sum(granted - remaining - coalesce(x.bytes, 0)),
+               sum(coalesce(x.bytes, 0)), sum(remaining)
+        FROM lots LEFT JOIN expired x USING (lot_id)
+        GROUP BY user_id ORDER BY user_id LIMIT %(limit)s OFFSET %(offset)s
+        """,
+        {"m": merchant_id, "limit": limit, "offset": offset},
+    )
+    return [(str(u), int(g), int(s), int(x), int(r)) for u, g, s, x, r in await cur.fetchall()]
+
+
+async def breakage_by_funder(
+    conn: Connection, *, since: datetime, until: datetime
+) -> list[tuple[date, str, str, int]]:
+    """Breakage per month (Asia/Shanghai) and per funder: (month, funder kind, id, bytes)."""
+    cur = await conn.execute(
+        """
+        SELECT date_trunc('month', t.created_at AT TIME ZONE 'Asia/Shanghai')::date,
+               CASE WHEN f.kind IN ('campaign', 'merchant_pool') THEN 'merchant'
+                    ELSE f.kind END,
+               coalesce(c.merchant_id::text, f.owner),
+               sum(e.amount)
+        FROM ledger_entries e
+        JOIN ledger_accounts b ON b.account_id = e.account_id AND b.kind = 'breakage'
+        JOIN ledger_transactions t ON t.txn_id = e.txn_id
+        JOIN wallet_lots l ON l.lot_id = e.lot_id
+        JOIN ledger_accounts f ON f.account_id = l.funded_by
+        LEFT JOIN campaigns c ON f.kind = 'campaign' AND c.campaign_id::text = f.owner
+        WHERE t.created_at >= %s AND t.created_at < %s
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        """,
+        (since, until),
+    )
+    return [(m, str(k), str(o), int(b)) for m, k, o, b in await cur.fetchall()]
+
+
+async def expiring_by_day(
+    conn: Connection, *, now: datetime, until: datetime
+) -> list[tuple[date, int, int]]:
+    """Unexpired data that expires before `until`, per day (Asia/Shanghai): (day, bytes, lots)."""
+    cur = await conn.execute(
+        """
+        SELECT (expires_at AT TIME ZONE 'Asia/Shanghai')::date, sum(remaining), count(*)
+        FROM wallet_lots WHERE remaining > 0 AND expires_at > %s AND expires_at <= %s
+        GROUP BY 1 ORDER BY 1
+        """,
+        (now, until),
+    )
+    return [(d, int(b), int(n)) for d, b, n in await cur.fetchall()]

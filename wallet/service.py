@@ -42,6 +42,24 @@ class AccountKind(enum.StrEnum):
     CARRIER = "carrier"
     BREAKAGE = "breakage"
     EXCHANGE = "exchange"
+    # A campaign's budget, drawn from its merchant's pool.
+    CAMPAIGN = "campaign"
+    # Data a carrier or the exchange is working on: back to the lots if it fails.
+    IN_FLIGHT = "in_flight"
+    # Money users pay (for the money part of exchange items).
+    USER_PAYMENTS = "user_payments"
+
+
+# Accounts standing for outside parties or the platform's own position.
+_MAY_GO_NEGATIVE = frozenset(
+    {
+        AccountKind.MERCHANT_PAYMENTS,
+        AccountKind.PLATFORM_DATA,
+        AccountKind.CARRIER,
+        AccountKind.EXCHANGE,
+        AccountKind.USER_PAYMENTS,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +74,8 @@ class Granted:
     txn_id: int
     lot_id: int
     data_bytes: int
+    # False when the key had already been granted: this is the first request's result.
+    new: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +108,14 @@ def _digest(kind: str, **request: object) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
-async def _claim(
+async def claim(
     conn: Connection, *, key: str, kind: str, reverses: int | None = None, **request: object
 ) -> tuple[int, bool]:
+    """The transaction for an idempotency key: (txn id, created by this call).
+
+    A repeat of the key for the same request finds the first transaction; for another
+    request it is refused.
+    """
     if not key or len(key) > 200:
         raise InvalidAmount("an idempotency key of 1 to 200 characters is required")
     digest = _digest(kind, **request)
@@ -109,69 +134,136 @@ async def _account(conn: Connection, kind: AccountKind, owner: str, asset: str) 
 async def fund_pool(
     conn: Connection, *, key: str, merchant: str, data_bytes: int, price_minor: int, currency: str
 ) -> Funded:
-    """A merchant buys data for its promotion pool: data from the platform, money to it."""
+    """A merchant buys data for its promotion pool: data from the platform, money to it.
+
+    The price is not part of the request's identity: a repeat after a price change
+    returns what the first request paid.
+    """
     _check_amount(data_bytes, "data_bytes")
     _check_amount(price_minor, "price_minor")
     if len(currency) != 3 or not currency.isascii() or not currency.isupper():
         raise InvalidAmount("currency must be an ISO 4217 code such as CNY")
-    txn_id, created = await _claim(
+    txn_id, created = await claim(
         conn, key=key, kind="fund_pool", merchant=merchant, data_bytes=data_bytes,
-        price_minor=price_minor, currency=currency,
+        currency=currency,
+    )  # fmt: skip
+    if not created:
+        paid = sum(e.amount for e in await repository.entries_of(conn, txn_id) if e.amount > 0
+                   and e.asset == currency)  # fmt: skip
+        return Funded(txn_id=txn_id, data_bytes=data_bytes, price_minor=paid)
+    platform = await _account(conn, AccountKind.PLATFORM_DATA, PLATFORM, DATA)
+    pool = await _account(conn, AccountKind.MERCHANT_POOL, merchant, DATA)
+    payer = await _account(conn, AccountKind.MERCHANT_PAYMENTS, merchant, currency)
+    revenue = await _account(conn, AccountKind.PLATFORM_REVENUE, PLATFORM, currency)
+    await repository.post_legs(
+        conn,
+        txn_id,
+        [
+            Leg(platform, DATA, -data_bytes),
+            Leg(pool, DATA, data_bytes),
+            Leg(payer, currency, -price_minor),
+            Leg(revenue, currency, price_minor),
+        ],
+    )
+    return Funded(txn_id=txn_id, data_bytes=data_bytes, price_minor=price_minor)
+
+
+async def move(
+    conn: Connection,
+    *,
+    key: str,
+    kind: str,
+    source: tuple[AccountKind, str],
+    destination: tuple[AccountKind, str],
+    asset: str,
+    amount: int,
+    memo: dict[str, object] | None = None,
+) -> int:
+    """Move an amount between two accounts that are not wallets; returns the transaction.
+
+    Accounts that may not go negative refuse with InsufficientBalance.
+    """
+    txn_id, created = await claim(
+        conn, key=key, kind=kind, source=list(source), destination=list(destination),
+        asset=asset, amount=amount,
     )  # fmt: skip
     if created:
-        platform = await _account(conn, AccountKind.PLATFORM_DATA, PLATFORM, DATA)
-        pool = await _account(conn, AccountKind.MERCHANT_POOL, merchant, DATA)
-        payer = await _account(conn, AccountKind.MERCHANT_PAYMENTS, merchant, currency)
-        revenue = await _account(conn, AccountKind.PLATFORM_REVENUE, PLATFORM, currency)
-        await repository.post_legs(
-            conn,
-            txn_id,
-            [
-                Leg(platform, DATA, -data_bytes),
-                Leg(pool, DATA, data_bytes),
-                Leg(payer, currency, -price_minor),
-                Leg(revenue, currency, price_minor),
-            ],
-        )
-    return Funded(txn_id=txn_id, data_bytes=data_bytes, price_minor=price_minor)
+        await post_move(
+            conn, txn_id, source=source, destination=destination, asset=asset, amount=amount,
+            memo=memo,
+        )  # fmt: skip
+    return txn_id
+
+
+async def post_move(
+    conn: Connection,
+    txn_id: int,
+    *,
+    source: tuple[AccountKind, str],
+    destination: tuple[AccountKind, str],
+    asset: str,
+    amount: int,
+    memo: dict[str, object] | None = None,
+) -> None:
+    """Post a claimed transaction that moves an amount between two accounts."""
+    _check_amount(amount, "amount")
+    if AccountKind.USER_WALLET in (source[0], destination[0]):
+        raise InvalidAmount("wallets move through grant, spend and refund")
+    debit = await _account(conn, source[0], source[1], asset)
+    credit = await _account(conn, destination[0], destination[1], asset)
+    if source[0] not in _MAY_GO_NEGATIVE and await repository.lock_account(conn, debit) < amount:
+        raise InsufficientBalance(f"the {source[0].value} account holds less than {amount}")
+    await repository.post_legs(
+        conn, txn_id, [Leg(debit, asset, -amount), Leg(credit, asset, amount)]
+    )
+    if memo:
+        await repository.set_memo(conn, txn_id, memo)
 
 
 async def grant(
     conn: Connection,
     *,
     key: str,
-    merchant: str,
+    funder: str,
     user: str,
     data_bytes: int,
     expires_at: datetime,
     source: str,
     now: datetime,
+    funder_kind: AccountKind = AccountKind.MERCHANT_POOL,
+    memo: dict[str, object] | None = None,
 ) -> Granted:
-    """Move data from a merchant's pool into a user's wallet, as a lot with an expiry."""
+    """Credit a user's wallet with a lot that expires, from a pool, campaign or carrier."""
     _check_amount(data_bytes, "data_bytes")
     if expires_at <= now:
         raise InvalidAmount("a grant must expire in the future")
-    txn_id, created = await _claim(
-        conn, key=key, kind="grant", merchant=merchant, user=user, data_bytes=data_bytes,
-        expires_at=expires_at.isoformat(), source=source,
+    txn_id, created = await claim(
+        conn, key=key, kind="grant", funder=funder, funder_kind=funder_kind.value, user=user,
+        data_bytes=data_bytes, expires_at=expires_at.isoformat(), source=source,
     )  # fmt: skip
     if not created:
         entries = await repository.entries_of(conn, txn_id)
         lot_id = next(e.lot_id for e in entries if e.lot_id is not None)
-        return Granted(txn_id=txn_id, lot_id=lot_id, data_bytes=data_bytes)
-    pool = await repository.find_account(
-        conn, kind=AccountKind.MERCHANT_POOL.value, owner=merchant, asset=DATA
-    )
-    if pool is None or await repository.lock_account(conn, pool) < data_bytes:
-        raise InsufficientBalance("the merchant's data pool cannot fund this grant")
+        return Granted(txn_id=txn_id, lot_id=lot_id, data_bytes=data_bytes, new=False)
+    if funder_kind in _MAY_GO_NEGATIVE:
+        account: int | None = await _account(conn, funder_kind, funder, DATA)
+    else:
+        account = await repository.find_account(
+            conn, kind=funder_kind.value, owner=funder, asset=DATA
+        )
+        if account is None or await repository.lock_account(conn, account) < data_bytes:
+            raise InsufficientBalance(f"the {funder_kind.value} cannot fund this grant")
+    assert account is not None
     wallet = await _account(conn, AccountKind.USER_WALLET, user, DATA)
     lot_id = await repository.insert_lot(
-        conn, account_id=wallet, source=source, funded_by=pool, amount=data_bytes,
+        conn, account_id=wallet, source=source, funded_by=account, amount=data_bytes,
         expires_at=expires_at, txn_id=txn_id,
     )  # fmt: skip
     await repository.post_legs(
-        conn, txn_id, [Leg(pool, DATA, -data_bytes), Leg(wallet, DATA, data_bytes, lot_id)]
+        conn, txn_id, [Leg(account, DATA, -data_bytes), Leg(wallet, DATA, data_bytes, lot_id)]
     )
+    if memo:
+        await repository.set_memo(conn, txn_id, memo)
     return Granted(txn_id=txn_id, lot_id=lot_id, data_bytes=data_bytes)
 
 
@@ -192,12 +284,13 @@ async def spend(
     to_kind: AccountKind,
     to_owner: str,
     now: datetime,
+    memo: dict[str, object] | None = None,
 ) -> Spent:
     """Take data from a user's wallet, earliest-expiring lots first, to a destination."""
     _check_amount(data_bytes, "data_bytes")
-    if to_kind in {AccountKind.USER_WALLET, AccountKind.MERCHANT_POOL}:
+    if to_kind in {AccountKind.USER_WALLET, AccountKind.MERCHANT_POOL, AccountKind.CAMPAIGN}:
         raise InvalidAmount("data is spent to a carrier, the exchange or breakage")
-    txn_id, created = await _claim(
+    txn_id, created = await claim(
         conn, key=key, kind="spend", user=user, data_bytes=data_bytes, to_kind=to_kind.value,
         to_owner=to_owner,
     )  # fmt: skip
@@ -227,21 +320,30 @@ async def spend(
     destination = await _account(conn, to_kind, to_owner, DATA)
     legs.append(Leg(destination, DATA, data_bytes))
     await repository.post_legs(conn, txn_id, legs)
+    if memo:
+        await repository.set_memo(conn, txn_id, memo)
     return Spent(txn_id=txn_id, data_bytes=data_bytes, lots=_shares(legs, wallet, -1))
 
 
 async def refund(
-    conn: Connection, *, key: str, spend_txn_id: int, data_bytes: int, now: datetime
+    conn: Connection,
+    *,
+    key: str,
+    spend_txn_id: int,
+    data_bytes: int,
+    now: datetime,
+    take_from: tuple[AccountKind, str] | None = None,
 ) -> Refunded:
     """Give back part or all of a spend to the lots it came from, with their expiry.
 
-    Data of lots that have expired since goes to breakage instead. The latest-expiring
-    lots are refilled first.
+    The data comes back from where the spend sent it, or from `take_from` when it has
+    moved on since (a settled exchange order). Data of lots that have expired since goes
+    to breakage instead. The latest-expiring lots are refilled first.
     """
     _check_amount(data_bytes, "data_bytes")
     if await repository.transaction_kind(conn, spend_txn_id) != "spend":
         raise TransactionNotFound(f"no spend {spend_txn_id}")
-    txn_id, created = await _claim(
+    txn_id, created = await claim(
         conn, key=key, kind="refund", reverses=spend_txn_id, spend_txn_id=spend_txn_id,
         data_bytes=data_bytes,
     )  # fmt: skip
@@ -262,8 +364,11 @@ async def refund(
     refundable = {lot_id: taken[lot_id] - already.get(lot_id, 0) for lot_id in taken}
     if sum(refundable.values()) < data_bytes:
         raise RefundTooLarge(f"only {sum(refundable.values())} bytes of this spend are left")
-    destination = next(e for e in spent if e.lot_id is None and e.amount > 0)
-    legs = [Leg(destination.account_id, DATA, -data_bytes)]
+    if take_from is None:
+        holder = next(e for e in spent if e.lot_id is None and e.amount > 0).account_id
+    else:
+        holder = await _account(conn, take_from[0], take_from[1], DATA)
+    legs = [Leg(holder, DATA, -data_bytes)]
     left = data_bytes
     for lot_id in sorted(taken, key=lambda i: (lots[i].expires_at, i), reverse=True):
         give = min(left, refundable[lot_id])
@@ -294,7 +399,7 @@ async def expire_lots(conn: Connection, *, now: datetime, limit: int = 1000) -> 
         return 0
     breakage = await _account(conn, AccountKind.BREAKAGE, PLATFORM, DATA)
     for lot in lots:
-        txn_id, created = await _claim(
+        txn_id, created = await claim(
             conn, key=f"expiry:lot:{lot.lot_id}", kind="expiry", lot_id=lot.lot_id
         )
         if not created:

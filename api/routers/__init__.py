@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routers import health, me, operator
+from api.routers import (
+    check_in,
+    health,
+    me,
+    merchant,
+    operator,
+    operator_wallet,
+    partner,
+    wallet,
+)
 
-ROUTERS: list[APIRouter] = [health.router, me.router, operator.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    me.router,
+    operator.router,
+    operator_wallet.router,
+    merchant.router,
+    partner.router,
+    check_in.router,
+    wallet.router,
+]

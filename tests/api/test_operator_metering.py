@@ -9,8 +9,7 @@ import httpx
 import psycopg
 
 from flowbill.settings import Settings
-from tests.api.test_tenants import assert_problem, bearer
-from tests.conftest import IngestProcess, new_iccid, wait_for
+from tests.conftest import IngestProcess, assert_problem, bearer, new_iccid, wait_for
 from tests.ingest.test_end_to_end import publish, report, report_count
 
 

@@ -11,22 +11,7 @@ import pytest
 
 from flowbill.settings import Settings
 from tenants.schemas import Role
-from tests.conftest import make_tenant
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def assert_problem(response: httpx.Response, status: int, type_suffix: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, object] = response.json()
-    assert body["status"] == status
-    assert str(body["type"]).endswith(type_suffix)
-    assert body["title"]
-    assert "detail" in body
-    return body
+from tests.conftest import assert_problem, bearer, make_tenant
 
 
 async def test_health_readiness_and_metrics(http: httpx.AsyncClient) -> None:

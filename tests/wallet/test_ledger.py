@@ -43,7 +43,7 @@ async def give(
     conn: Connection, merchant: str, user: str, data_bytes: int, days: float
 ) -> service.Granted:
     return await service.grant(
-        conn, key=name("grant"), merchant=merchant, user=user, data_bytes=data_bytes,
+        conn, key=name("grant"), funder=merchant, user=user, data_bytes=data_bytes,
         expires_at=NOW + timedelta(days=days), source="campaign:favourite-shop", now=NOW,
     )  # fmt: skip
 
@@ -176,7 +176,7 @@ async def test_invariants_hold_over_any_sequence(conn: Connection, operations: l
             try:
                 if op[0] == "grant":
                     await service.grant(
-                        conn, key=name("g"), merchant=merchant, user=user, data_bytes=op[1],
+                        conn, key=name("g"), funder=merchant, user=user, data_bytes=op[1],
                         expires_at=now + timedelta(days=op[2]), source="prop", now=now,
                     )  # fmt: skip
                     granted += op[1]
@@ -256,7 +256,7 @@ async def test_one_grant_delivered_twenty_times_at_once_grants_once(settings: Se
         try:
             async with conn.transaction():
                 granted = await service.grant(
-                    conn, key=key, merchant=merchant, user=user, data_bytes=5 * MB,
+                    conn, key=key, funder=merchant, user=user, data_bytes=5 * MB,
                     expires_at=NOW + timedelta(days=30), source="event", now=NOW,
                 )  # fmt: skip
             return granted.lot_id
