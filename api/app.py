@@ -14,13 +14,14 @@ from api.broker import BrokerLink
 from api.routers import ROUTERS
 from flowbill import db, metrics
 from flowbill.settings import Settings, get_settings
+from wallet.gateways import HttpGateways
 
 DESCRIPTION = """
 Flowbill bills the data traffic of connected cars and IoT SIMs, app by app, to the payer
 of each app: sponsors (automakers, map vendors, content providers), merchants and drivers.
 
 Authenticate with an API key: `Authorization: Bearer fbk_…`. Each key belongs to one
-tenant, whose role (operator, sponsor, merchant, driver) decides what it may call, and
+tenant, whose role (operator, sponsor, merchant, partner, app, driver) decides what it may call, and
 which sees only its own data. Errors are RFC 9457 `application/problem+json`.
 """
 
@@ -68,8 +69,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker.start()
         app.state.pool = pool
         app.state.broker = broker
+        gateways = HttpGateways(
+            resolved.gateway_url, timeout_seconds=resolved.gateway_timeout_seconds
+        )
+        app.state.gateways = gateways
         try:
-            yield
+            async with gateways:
+                yield
         finally:
             await broker.stop()
             await pool.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
@@ -17,6 +18,10 @@ from tenants import service as tenants
 from tenants.errors import InvalidApiKey, RoleNotAllowed
 from tenants.schemas import Role
 from tenants.service import Caller
+from wallet import exchange
+from wallet.gateways import HttpGateways
+
+log = logging.getLogger(__name__)
 
 
 def _settings(request: Request) -> Settings:
@@ -50,7 +55,13 @@ async def _transaction(
         await pool.putconn(conn)
 
 
+def _gateways(request: Request) -> HttpGateways:
+    gateways: HttpGateways = request.app.state.gateways
+    return gateways
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+GatewaysDep = Annotated[HttpGateways, Depends(_gateways)]
 PoolDep = Annotated[AsyncConnectionPool[Connection], Depends(_pool)]
 BrokerDep = Annotated[BrokerLink, Depends(_broker)]
 # scope="function": the transaction is committed before the response is sent, so a client
@@ -105,3 +116,25 @@ IdempotencyKey = Annotated[
 def ledger_key(caller: Caller, command: str, key: str) -> str:
     """The ledger's key for a caller's Idempotency-Key: keys of different tenants never meet."""
     return f"{caller.tenant_id}:{command}:{key}"
+
+
+def callback_url(settings: Settings) -> str | None:
+    """Where the gateways post their late answers, when this API is reachable to them."""
+    return (
+        f"{settings.public_url.rstrip('/')}/v1/gateway-callbacks" if settings.public_url else None
+    )
+
+
+def providers(settings: Settings, gateways: HttpGateways) -> exchange.Providers:
+    return exchange.Providers(
+        payments=gateways, fulfilment=gateways, callback_url=callback_url(settings)
+    )
+
+
+async def after_response(work: Coroutine[Any, Any, object], *, what: str) -> None:
+    """Run work after the response (and so after the commit); failures are logged, and the
+    reconciliation settles whatever they left open."""
+    try:
+        await work
+    except Exception:
+        log.exception("background work failed", extra={"work": what})

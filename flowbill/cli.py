@@ -156,12 +156,14 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_ledger_check(_: argparse.Namespace) -> int:
+def _cmd_ledger(args: argparse.Namespace) -> int:
     from flowbill import db
     from wallet import service as wallet
 
+    settings = get_settings()
+
     async def check() -> list[str]:
-        conn = await db.connect(get_settings(), application_name="flowbill-ledger-check")
+        conn = await db.connect(settings, application_name="flowbill-ledger")
         try:
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -169,11 +171,78 @@ def _cmd_ledger_check(_: argparse.Namespace) -> int:
         finally:
             await conn.close()
 
+    async def expire() -> int:
+        conn = await db.connect(settings, application_name="flowbill-ledger")
+        total = 0
+        try:
+            while True:
+                async with conn.transaction():
+                    swept = await wallet.expire_lots(conn, now=datetime.now(UTC), limit=1000)
+                total += swept
+                if swept:
+                    print(f"lots expired so far: {total}", flush=True)
+                if swept < 1000:
+                    return total
+        finally:
+            await conn.close()
+
+    if args.ledger_command == "expire":
+        print(f"lots expired: {_run(expire())}")
+        return 0
     problems = _run(check())
     for problem in problems:
         print(problem)
     print("the books balance" if not problems else f"{len(problems)} problems")
     return 0 if not problems else 1
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    import time
+
+    from flowbill import db
+    from wallet import exchange, withdrawals
+    from wallet.gateways import HttpGateways
+
+    settings = get_settings()
+
+    async def once() -> dict[str, object]:
+        pool = db.create_pool(settings, name="flowbill-reconcile")
+        await pool.open()
+        try:
+            async with HttpGateways(
+                settings.gateway_url, timeout_seconds=settings.gateway_timeout_seconds
+            ) as gateways:
+                now = datetime.now(UTC)
+                grace = timedelta(seconds=args.grace or settings.reconcile_grace_seconds)
+                providers = exchange.Providers(
+                    payments=gateways, fulfilment=gateways, callback_url=None
+                )
+                carrier = await withdrawals.reconcile(pool, gateways, now=now, grace=grace)
+                orders = await exchange.reconcile(pool, providers, now=now, grace=grace)
+                return {
+                    "carrier_orders": carrier.model_dump(),
+                    "exchange_orders": orders.model_dump(),
+                }
+        finally:
+            await pool.close()
+
+    while True:
+        print(json.dumps(_run(once())), flush=True)
+        if not args.every:
+            return 0
+        time.sleep(args.every)
+
+
+def _cmd_gateway_simulator(args: argparse.Namespace) -> int:
+    from simulator.gateways import behaviour_from_args, serve
+
+    serve(
+        host=args.host,
+        port=args.port,
+        behaviour=behaviour_from_args(args),
+        callback_secret=get_settings().gateway_callback_secret.get_secret_value(),
+    )
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -228,9 +297,31 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--lookback-days", type=int, default=3)
     compact.set_defaults(func=_cmd_compact)
 
-    sub.add_parser(
-        "ledger-check", help="prove the wallet ledger: balanced, cached balances true, lots add up"
-    ).set_defaults(func=_cmd_ledger_check)
+    ledger = sub.add_parser("ledger", help="the wallet's books")
+    ledger.add_argument(
+        "ledger_command",
+        choices=["check", "expire"],
+        help="check: prove the books (balanced, cached balances true, lots add up);"
+        " expire: move what is left in expired lots to breakage",
+    )
+    ledger.set_defaults(func=_cmd_ledger)
+
+    reconcile = sub.add_parser(
+        "reconcile", help="settle carrier and exchange orders whose outcome is not known"
+    )
+    reconcile.add_argument("--every", type=float, default=0, help="repeat every N seconds")
+    reconcile.add_argument("--grace", type=float, default=0, help="seconds an order stays open")
+    reconcile.set_defaults(func=_cmd_reconcile)
+
+    gateway = sub.add_parser(
+        "gateway-simulator", help="simulated carrier, payment and fulfilment gateways (not prod)"
+    )
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8090)
+    from simulator.gateways import add_arguments as add_gateway_arguments
+
+    add_gateway_arguments(gateway)
+    gateway.set_defaults(func=_cmd_gateway_simulator)
 
     demo = sub.add_parser("demo", help="run the stack with a simulated fleet and report")
     demo.add_argument("--seconds", type=float, default=60.0)

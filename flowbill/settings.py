@@ -53,9 +53,23 @@ class Settings(BaseSettings):
     # worker at a time does it, under an advisory lock).
     ingest_compaction_interval_seconds: float = Field(default=600, ge=0)
 
+    # The carrier, payment and fulfilment gateways (simulated outside production: see
+    # docs/operations.md). A call that takes longer than the timeout is settled later.
+    gateway_url: str = "http://127.0.0.1:8090"
+    gateway_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    gateway_callback_secret: SecretStr = SecretStr("change-me")
+    # Where the gateways reach this API for callbacks; unset: no callbacks, reconciliation only.
+    public_url: str | None = None
+    # Orders open longer than this are settled by asking the gateways (must exceed the timeout).
+    reconcile_grace_seconds: float = Field(default=60, gt=0)
+
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:
+        if self.reconcile_grace_seconds <= self.gateway_timeout_seconds:
+            raise ValueError("FLOWBILL_RECONCILE_GRACE_SECONDS must exceed the gateway timeout")
         if self.environment == "production":
+            if self.gateway_callback_secret.get_secret_value() in _PLACEHOLDERS:
+                raise ValueError("FLOWBILL_GATEWAY_CALLBACK_SECRET must be a real secret")
             if self.mqtt_password is None or self.mqtt_password.get_secret_value() in _PLACEHOLDERS:
                 raise ValueError(
                     "FLOWBILL_MQTT_PASSWORD must be set to a real secret in production"

@@ -108,6 +108,6 @@ cd "$REPO"
 mapfile -t client < <(v2_client || v1_client)
 [ ${#client[@]} -gt 0 ] || { msg "no Compose client could be installed"; exit 1; }
 msg "$("${client[@]}" version 2>/dev/null | head -n 1)"
-env FLOWBILL_DB_PASSWORD=check FLOWBILL_MQTT_PASSWORD=check \
+env FLOWBILL_DB_PASSWORD=check FLOWBILL_MQTT_PASSWORD=check FLOWBILL_GATEWAY_CALLBACK_SECRET=check \
   "${client[@]}" --project-directory "$REPO" -f "$FILE" config -q
 msg "${FILE#"$REPO"/} is valid"

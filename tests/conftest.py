@@ -22,6 +22,7 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from api.app import create_app
 from flowbill import db, localstack
@@ -29,10 +30,12 @@ from flowbill.migrate import apply_migrations
 from flowbill.settings import Settings
 from ingest import mqtt_session
 from ingest.protocol import iccid_check_digit
+from simulator.gateways import GatewayBehaviour, create_gateway_app
 from tenants import service as tenants
 from tenants.schemas import Role
 
 REPO = Path(__file__).resolve().parent.parent
+GATEWAY_SECRET = "test-gateway-callback-secret"
 OUTPUT = REPO / "test-output"
 
 
@@ -73,7 +76,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localstack.Local
 
 @pytest.fixture(scope="session")
 def settings(stack: localstack.LocalStack) -> Settings:
-    return settings_for(stack)
+    # The API's and the gateway simulator's ports are chosen now, so that each knows where
+    # the other is (callbacks go to the API).
+    return settings_for(
+        stack,
+        public_url=f"http://127.0.0.1:{free_port()}",
+        gateway_url=f"http://127.0.0.1:{free_port()}",
+        gateway_timeout_seconds=0.5,
+        gateway_callback_secret=GATEWAY_SECRET,
+        reconcile_grace_seconds=1.0,
+    )
 
 
 @pytest.fixture
@@ -225,21 +237,43 @@ def ingest_workers(
 
 @pytest.fixture(scope="session")
 async def api_url(settings: Settings) -> AsyncIterator[str]:
-    """The API served over real HTTP by uvicorn on a free port."""
-    port = free_port()
+    """The API served over real HTTP by uvicorn, where the settings say it is."""
+    assert settings.public_url is not None
+    async with serving(
+        create_app(settings), port=int(settings.public_url.rsplit(":", 1)[1])
+    ) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def gateway_url(settings: Settings) -> AsyncIterator[str]:
+    """The simulated carrier, payment and fulfilment gateways, over real HTTP."""
+    app = create_gateway_app(GatewayBehaviour(), callback_secret=GATEWAY_SECRET)
+    async with serving(app, port=int(settings.gateway_url.rsplit(":", 1)[1])) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp, *, port: int | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on 127.0.0.1 (a free port unless given) in the test
+    event loop; yields its base URL."""
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
+            app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
+            timeout_graceful_shutdown=2,
         )
-    )
+    )  # fmt: skip
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 @pytest.fixture

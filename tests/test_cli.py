@@ -57,11 +57,19 @@ def test_production_refuses_placeholder_secrets() -> None:
             environment="production",
             database_url="postgresql://x@localhost/x",  # type: ignore[arg-type]
             mqtt_password="changeme",  # type: ignore[arg-type]
+            gateway_callback_secret="a-real-callback-secret",  # type: ignore[arg-type]
+        )
+    with pytest.raises(ValidationError, match="FLOWBILL_GATEWAY_CALLBACK_SECRET"):
+        Settings(
+            environment="production",
+            database_url="postgresql://x@localhost/x",  # type: ignore[arg-type]
+            mqtt_password="a-real-secret",  # type: ignore[arg-type]
         )
     Settings(
         environment="production",
         database_url="postgresql://x@localhost/x",  # type: ignore[arg-type]
         mqtt_password="a-real-secret",  # type: ignore[arg-type]
+        gateway_callback_secret="a-real-callback-secret",  # type: ignore[arg-type]
     )
 
 
@@ -73,6 +81,6 @@ def test_settings_reject_bad_values() -> None:
 
 
 def test_ledger_check_proves_the_books(settings: Settings) -> None:
-    result = run(settings, "ledger-check")
+    result = run(settings, "ledger", "check")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "the books balance" in result.stdout

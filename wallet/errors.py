@@ -78,3 +78,48 @@ class NoCheckInFunding(Conflict):
 class PartnerNotLinked(NotFound):
     type_ = "partner-not-linked"
     title = "This partner platform does not act for you"
+
+
+class CarrierNotFound(NotFound):
+    type_ = "carrier-not-found"
+    title = "No such carrier"
+
+
+class PackageNotOffered(InvalidInput):
+    type_ = "package-not-offered"
+    title = "The carrier does not sell this package"
+
+
+class TransferInUnavailable(Conflict):
+    type_ = "transfer-in-unavailable"
+    title = "This carrier does not move in-plan data into wallets"
+
+
+class OrderNotFound(NotFound):
+    type_ = "order-not-found"
+    title = "Order not found"
+
+
+class ItemNotFound(NotFound):
+    type_ = "item-not-found"
+    title = "No such catalogue item"
+
+
+class OutOfStock(Conflict):
+    type_ = "out-of-stock"
+    title = "Not enough of this item is left"
+
+
+class ItemLimitReached(Conflict):
+    type_ = "item-limit-reached"
+    title = "You have ordered as many of this item as one person may"
+
+
+class CarrierRequired(InvalidInput):
+    type_ = "carrier-required"
+    title = "This item is priced per carrier: say which is yours"
+
+
+class NotReturnable(Conflict):
+    type_ = "not-returnable"
+    title = "This order cannot be returned"

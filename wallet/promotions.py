@@ -45,7 +45,7 @@ from wallet.service import DATA, AccountKind
 
 async def require_user(conn: Connection, user_id: UUID) -> str:
     """The wallet owner for a user id: an active driver (or card holder) tenant."""
-    if not await repository.is_active_driver(conn, user_id):
+    if not await repository.is_role(conn, user_id, "driver"):
         raise UnknownUser(f"no active user {user_id}")
     return str(user_id)
 

@@ -323,10 +323,11 @@ _CAMPAIGN_COLUMNS = (
 )
 
 
-async def is_active_driver(conn: Connection, user_id: UUID) -> bool:
+async def is_role(conn: Connection, tenant_id: UUID, role: str) -> bool:
+    """Whether the tenant exists, is enabled and has the role."""
     cur = await conn.execute(
-        "SELECT 1 FROM tenants WHERE tenant_id = %s AND role = 'driver' AND disabled_at IS NULL",
-        (user_id,),
+        "SELECT 1 FROM tenants WHERE tenant_id = %s AND role = %s AND disabled_at IS NULL",
+        (tenant_id, role),
     )
     return await cur.fetchone() is not None
 
@@ -699,3 +700,438 @@ async def expiring_by_day(
         (now, until),
     )
     return [(d, int(b), int(n)) for d, b, n in await cur.fetchall()]
+
+
+# --- Carriers: top-ups and transfers-in ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierRow:
+    carrier_id: str
+    name: str
+    package_mb: list[int]
+    min_package_mb: int
+    transfer_in: bool
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierOrderRow:
+    order_id: UUID
+    direction: str
+    user_id: str
+    idempotency_key: str
+    carrier_id: str
+    msisdn_masked: str
+    data_mb: int
+    state: str
+    reason: str | None
+    carrier_ref: str | None
+    reserve_txn_id: int | None
+    settle_txn_id: int | None
+    lot_id: int | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    settled_at: datetime | None
+
+
+async def upsert_carrier(
+    conn: Connection, *, carrier_id: str, name: str, package_mb: list[int], min_package_mb: int,
+    transfer_in: bool,
+) -> CarrierRow:  # fmt: skip
+    async with conn.cursor(row_factory=class_row(CarrierRow)) as cur:
+        await cur.execute(
+            """
+            INSERT INTO carriers (carrier_id, name, package_mb, min_package_mb, transfer_in)
+            VALUES (%s, %s, %s, %s, %s)
+            ON CONFLICT (carrier_id) DO UPDATE SET name = excluded.name,
+                package_mb = excluded.package_mb, min_package_mb = excluded.min_package_mb,
+                transfer_in = excluded.transfer_in, updated_at = now()
+            RETURNING *
+            """,
+            (carrier_id, name, package_mb, min_package_mb, transfer_in),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row
+
+
+async def get_carrier(conn: Connection, carrier_id: str) -> CarrierRow | None:
+    async with conn.cursor(row_factory=class_row(CarrierRow)) as cur:
+        await cur.execute("SELECT * FROM carriers WHERE carrier_id = %s", (carrier_id,))
+        return await cur.fetchone()
+
+
+async def list_carriers(conn: Connection) -> list[CarrierRow]:
+    async with conn.cursor(row_factory=class_row(CarrierRow)) as cur:
+        await cur.execute("SELECT * FROM carriers ORDER BY carrier_id")
+        return await cur.fetchall()
+
+
+async def insert_carrier_order(
+    conn: Connection, *, direction: str, user_id: str, key: str, carrier_id: str,
+    msisdn_masked: str, data_mb: int, state: str,
+) -> tuple[CarrierOrderRow, bool]:  # fmt: skip
+    """The order for (user, key): (order, created now). A concurrent twin waits here."""
+    async with conn.cursor(row_factory=class_row(CarrierOrderRow)) as cur:
+        await cur.execute(
+            """
+            INSERT INTO carrier_orders (direction, user_id, idempotency_key, carrier_id,
+                                        msisdn_masked, data_mb, state)
+            VALUES (%s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING *
+            """,
+            (direction, user_id, key, carrier_id, msisdn_masked, data_mb, state),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            return row, True
+        await cur.execute(
+            "SELECT * FROM carrier_orders WHERE user_id = %s AND idempotency_key = %s",
+            (user_id, key),
+        )
+        found = await cur.fetchone()
+        assert found is not None
+        return found, False
+
+
+async def get_carrier_order(
+    conn: Connection, order_id: UUID, *, lock: bool = False
+) -> CarrierOrderRow | None:
+    async with conn.cursor(row_factory=class_row(CarrierOrderRow)) as cur:
+        await cur.execute(
+            "SELECT * FROM carrier_orders WHERE order_id = %s" + (" FOR UPDATE" if lock else ""),
+            (order_id,),
+        )
+        return await cur.fetchone()
+
+
+async def carrier_orders_of(conn: Connection, user_id: str, *, limit: int) -> list[CarrierOrderRow]:
+    async with conn.cursor(row_factory=class_row(CarrierOrderRow)) as cur:
+        await cur.execute(
+            "SELECT * FROM carrier_orders WHERE user_id = %s ORDER BY created_at DESC LIMIT %s",
+            (user_id, limit),
+        )
+        return await cur.fetchall()
+
+
+async def update_carrier_order(
+    conn: Connection, order_id: UUID, *, state: str, reason: str | None = None,
+    carrier_ref: str | None = None, reserve_txn_id: int | None = None,
+    settle_txn_id: int | None = None, lot_id: int | None = None, attempt: bool = False,
+    settled: bool = False,
+) -> None:  # fmt: skip
+    await conn.execute(
+        """
+        UPDATE carrier_orders SET state = %s, reason = coalesce(%s, reason),
+            carrier_ref = coalesce(%s, carrier_ref),
+            reserve_txn_id = coalesce(%s, reserve_txn_id),
+            settle_txn_id = coalesce(%s, settle_txn_id), lot_id = coalesce(%s, lot_id),
+            attempts = attempts + %s, updated_at = now(),
+            settled_at = CASE WHEN %s THEN now() ELSE settled_at END
+        WHERE order_id = %s
+        """,
+        (state, reason, carrier_ref, reserve_txn_id, settle_txn_id, lot_id, int(attempt),
+         settled, order_id),
+    )  # fmt: skip
+
+
+async def open_carrier_orders(
+    conn: Connection, *, older_than: datetime, limit: int
+) -> list[CarrierOrderRow]:
+    async with conn.cursor(row_factory=class_row(CarrierOrderRow)) as cur:
+        await cur.execute(
+            """
+            SELECT * FROM carrier_orders
+            WHERE state IN ('reserved', 'submitted') AND updated_at < %s
+            ORDER BY updated_at LIMIT %s
+            """,
+            (older_than, limit),
+        )
+        return await cur.fetchall()
+
+
+# --- The exchange: catalogue, orders, returns ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRow:
+    item_id: UUID
+    kind: str
+    name: str
+    sku: str
+    price_bytes: int
+    carrier_prices: dict[str, int]
+    price_minor: int
+    currency: str
+    merchant_id: UUID | None
+    stock: int | None
+    per_user_limit: int | None
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeOrderRow:
+    order_id: UUID
+    user_id: str
+    idempotency_key: str
+    item_id: UUID
+    quantity: int
+    carrier_id: str | None
+    unit_bytes: int
+    unit_minor: int
+    currency: str
+    state: str
+    payment_state: str
+    fulfilment_state: str
+    reason: str | None
+    voucher: str | None
+    spend_txn_id: int | None
+    payment_txn_id: int | None
+    returned_quantity: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnRow:
+    return_id: UUID
+    order_id: UUID
+    idempotency_key: str
+    quantity: int
+    data_txn_id: int
+    money_minor: int
+    money_state: str
+    money_txn_id: int | None
+    created_at: datetime
+
+
+async def insert_item(conn: Connection, **values: object) -> ItemRow:
+    columns = list(values)
+    params = [Jsonb(v) if k == "carrier_prices" else v for k, v in values.items()]
+    async with conn.cursor(row_factory=class_row(ItemRow)) as cur:
+        await cur.execute(
+            f"INSERT INTO catalogue_items ({', '.join(columns)})"
+            f" VALUES ({', '.join(['%s'] * len(columns))}) RETURNING *",
+            params,
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row
+
+
+async def update_item(
+    conn: Connection, item_id: UUID, *, stock: int | None, set_stock: bool, active: bool | None
+) -> ItemRow | None:
+    async with conn.cursor(row_factory=class_row(ItemRow)) as cur:
+        await cur.execute(
+            """
+            UPDATE catalogue_items SET
+                stock = CASE WHEN %s THEN %s ELSE stock END,
+                active = coalesce(%s, active), updated_at = now()
+            WHERE item_id = %s RETURNING *
+            """,
+            (set_stock, stock, active, item_id),
+        )
+        return await cur.fetchone()
+
+
+async def get_item(conn: Connection, item_id: UUID) -> ItemRow | None:
+    async with conn.cursor(row_factory=class_row(ItemRow)) as cur:
+        await cur.execute("SELECT * FROM catalogue_items WHERE item_id = %s", (item_id,))
+        return await cur.fetchone()
+
+
+async def list_items(conn: Connection, *, active_only: bool) -> list[ItemRow]:
+    async with conn.cursor(row_factory=class_row(ItemRow)) as cur:
+        await cur.execute(
+            "SELECT * FROM catalogue_items WHERE active OR NOT %s ORDER BY kind, name, item_id",
+            (active_only,),
+        )
+        return await cur.fetchall()
+
+
+async def take_stock(conn: Connection, item_id: UUID, quantity: int) -> bool:
+    """Take items from a limited stock; False when not enough are left."""
+    cur = await conn.execute(
+        "UPDATE catalogue_items SET stock = stock - %s WHERE item_id = %s AND stock >= %s",
+        (quantity, item_id, quantity),
+    )
+    return cur.rowcount == 1
+
+
+async def restock(conn: Connection, item_id: UUID, quantity: int) -> None:
+    await conn.execute(
+        "UPDATE catalogue_items SET stock = stock + %s WHERE item_id = %s AND stock IS NOT NULL",
+        (quantity, item_id),
+    )
+
+
+async def insert_exchange_order(
+    conn: Connection, *, user_id: str, key: str, item_id: UUID, quantity: int,
+    carrier_id: str | None, unit_bytes: int, unit_minor: int, currency: str, state: str,
+    payment_state: str,
+) -> tuple[ExchangeOrderRow, bool]:  # fmt: skip
+    async with conn.cursor(row_factory=class_row(ExchangeOrderRow)) as cur:
+        await cur.execute(
+            """
+            INSERT INTO exchange_orders (user_id, idempotency_key, item_id, quantity, carrier_id,
+                unit_bytes, unit_minor, currency, state, payment_state, fulfilment_state)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'waiting')
+            ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING *
+            """,
+            (user_id, key, item_id, quantity, carrier_id, unit_bytes, unit_minor, currency, state,
+             payment_state),
+        )  # fmt: skip
+        row = await cur.fetchone()
+        if row is not None:
+            return row, True
+        await cur.execute(
+            "SELECT * FROM exchange_orders WHERE user_id = %s AND idempotency_key = %s",
+            (user_id, key),
+        )
+        found = await cur.fetchone()
+        assert found is not None
+        return found, False
+
+
+async def get_exchange_order(
+    conn: Connection, order_id: UUID, *, lock: bool = False
+) -> ExchangeOrderRow | None:
+    async with conn.cursor(row_factory=class_row(ExchangeOrderRow)) as cur:
+        await cur.execute(
+            "SELECT * FROM exchange_orders WHERE order_id = %s" + (" FOR UPDATE" if lock else ""),
+            (order_id,),
+        )
+        return await cur.fetchone()
+
+
+async def exchange_orders_of(
+    conn: Connection, *, user_id: str | None = None, merchant_id: UUID | None = None, limit: int
+) -> list[ExchangeOrderRow]:
+    async with conn.cursor(row_factory=class_row(ExchangeOrderRow)) as cur:
+        await cur.execute(
+            """
+            SELECT o.* FROM exchange_orders o JOIN catalogue_items i USING (item_id)
+            WHERE (%(u)s::text IS NULL OR o.user_id = %(u)s)
+              AND (%(m)s::uuid IS NULL OR i.merchant_id = %(m)s)
+            ORDER BY o.created_at DESC LIMIT %(limit)s
+            """,
+            {"u": user_id, "m": merchant_id, "limit": limit},
+        )
+        return await cur.fetchall()
+
+
+async def units_ordered(conn: Connection, *, user_id: str, item_id: UUID) -> int:
+    """Units of an item a user holds or has on order (returned and failed ones excluded)."""
+    cur = await conn.execute(
+        """
+        SELECT coalesce(sum(quantity - returned_quantity), 0) FROM exchange_orders
+        WHERE user_id = %s AND item_id = %s AND state NOT IN ('failed', 'refunded')
+          AND spend_txn_id IS NOT NULL
+        """,
+        (user_id, item_id),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def update_exchange_order(conn: Connection, order_id: UUID, **changes: object) -> None:
+    allowed = {"state", "payment_state", "fulfilment_state", "reason", "voucher", "spend_txn_id",
+               "payment_txn_id", "returned_quantity"}  # fmt: skip
+    assert set(changes) <= allowed, set(changes) - allowed
+    sets = ", ".join(f"{column} = %s" for column in changes)
+    await conn.execute(
+        f"UPDATE exchange_orders SET {sets}, updated_at = now() WHERE order_id = %s",
+        [*changes.values(), order_id],
+    )
+
+
+async def add_order_event(conn: Connection, order_id: UUID, state: str, detail: str | None) -> None:
+    await conn.execute(
+        "INSERT INTO exchange_order_events (order_id, state, detail) VALUES (%s, %s, %s)",
+        (order_id, state, detail),
+    )
+
+
+async def order_events(conn: Connection, order_id: UUID) -> list[tuple[str, str | None, datetime]]:
+    cur = await conn.execute(
+        "SELECT state, detail, at FROM exchange_order_events WHERE order_id = %s ORDER BY at",
+        (order_id,),
+    )
+    return [(str(s), d, at) for s, d, at in await cur.fetchall()]
+
+
+async def insert_return(
+    conn: Connection, *, order_id: UUID, key: str, quantity: int, data_txn_id: int,
+    money_minor: int,
+) -> ReturnRow:  # fmt: skip
+    async with conn.cursor(row_factory=class_row(ReturnRow)) as cur:
+        await cur.execute(
+            """
+            INSERT INTO exchange_returns (order_id, idempotency_key, quantity, data_txn_id,
+                                          money_minor, money_state)
+            VALUES (%s, %s, %s, %s, %s, %s) RETURNING *
+            """,
+            (order_id, key, quantity, data_txn_id, money_minor,
+             "pending" if money_minor else "none"),
+        )  # fmt: skip
+        row = await cur.fetchone()
+        assert row is not None
+        return row
+
+
+async def find_return(conn: Connection, key: str) -> ReturnRow | None:
+    async with conn.cursor(row_factory=class_row(ReturnRow)) as cur:
+        await cur.execute("SELECT * FROM exchange_returns WHERE idempotency_key = %s", (key,))
+        return await cur.fetchone()
+
+
+async def get_return(conn: Connection, return_id: UUID, *, lock: bool = False) -> ReturnRow | None:
+    async with conn.cursor(row_factory=class_row(ReturnRow)) as cur:
+        await cur.execute(
+            "SELECT * FROM exchange_returns WHERE return_id = %s" + (" FOR UPDATE" if lock else ""),
+            (return_id,),
+        )
+        return await cur.fetchone()
+
+
+async def returns_of(conn: Connection, order_id: UUID) -> list[ReturnRow]:
+    async with conn.cursor(row_factory=class_row(ReturnRow)) as cur:
+        await cur.execute(
+            "SELECT * FROM exchange_returns WHERE order_id = %s ORDER BY created_at", (order_id,)
+        )
+        return await cur.fetchall()
+
+
+async def settle_return_money(conn: Connection, return_id: UUID, txn_id: int) -> None:
+    await conn.execute(
+        "UPDATE exchange_returns SET money_state = 'refunded', money_txn_id = %s"
+        " WHERE return_id = %s",
+        (txn_id, return_id),
+    )
+
+
+async def open_exchange_work(
+    conn: Connection, *, older_than: datetime, limit: int
+) -> tuple[list[UUID], list[UUID]]:
+    """Orders waiting on a party, and returns whose money is not yet refunded."""
+    cur = await conn.execute(
+        """
+        SELECT order_id FROM exchange_orders
+        WHERE state IN ('placed', 'paid') AND updated_at < %s
+          AND (payment_state = 'pending' OR fulfilment_state IN ('waiting', 'pending'))
+        ORDER BY updated_at LIMIT %s
+        """,
+        (older_than, limit),
+    )
+    orders = [row[0] for row in await cur.fetchall()]
+    cur = await conn.execute(
+        "SELECT return_id FROM exchange_returns WHERE money_state = 'pending' AND created_at < %s"
+        " ORDER BY created_at LIMIT %s",
+        (older_than, limit),
+    )
+    return orders, [row[0] for row in await cur.fetchall()]

@@ -246,3 +246,168 @@ class SweepResult(BaseModel):
 class BooksReport(BaseModel):
     balanced: bool
     problems: list[str]
+
+
+# --- Carriers: top-ups and transfers-in --------------------------------------------------
+
+CarrierId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")]
+Msisdn = Annotated[
+    str,
+    StringConstraints(pattern=r"^1[3-9][0-9]{9}$"),
+    Field(description="A mainland China mobile number, 11 digits."),
+]
+
+
+class CarrierConfig(_Command):
+    name: Name
+    package_mb: list[Annotated[int, Field(gt=0, le=1024 * 1024)]] = Field(
+        min_length=1, max_length=50
+    )
+    min_package_mb: int = Field(gt=0, le=1024 * 1024)
+    transfer_in: bool = False
+
+    @model_validator(mode="after")
+    def _packages_reach_the_minimum(self) -> CarrierConfig:
+        if len(set(self.package_mb)) != len(self.package_mb):
+            raise ValueError("package sizes must be distinct")
+        if max(self.package_mb) < self.min_package_mb:
+            raise ValueError("no package reaches the minimum")
+        return self
+
+
+class CarrierPublic(BaseModel):
+    carrier_id: str
+    name: str
+    package_mb: list[int]
+    min_package_mb: int
+    transfer_in: bool
+
+
+class TopUpRequest(_Command):
+    carrier_id: CarrierId
+    phone: Msisdn
+    package_mb: int = Field(gt=0, le=1024 * 1024)
+
+
+class TransferInRequest(_Command):
+    carrier_id: CarrierId
+    phone: Msisdn
+    mb: int = Field(gt=0, le=100 * 1024)
+
+
+class CarrierOrderPublic(BaseModel):
+    order_id: UUID
+    direction: str
+    carrier_id: str
+    phone: str = Field(description="Masked.")
+    data_mb: int
+    state: str = Field(
+        description="reserved, submitted (waiting for the carrier), confirmed, failed."
+    )
+    reason: str | None
+    lot_id: int | None
+    created_at: datetime
+    settled_at: datetime | None
+
+
+class ReconcileReport(BaseModel):
+    examined: int
+    confirmed: int
+    failed: int
+    still_open: int
+
+
+# --- The exchange ------------------------------------------------------------------------
+
+
+class ItemKind(enum.StrEnum):
+    RED_ENVELOPE = "red_envelope"
+    PHONE_CREDIT = "phone_credit"
+    MEMBERSHIP = "membership"
+    FUEL_CARD = "fuel_card"
+    MERCHANT_GOODS = "merchant_goods"
+
+
+class CatalogueItemCreate(_Command):
+    kind: ItemKind
+    name: Name
+    sku: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
+    price_bytes: Bytes
+    carrier_prices: dict[CarrierId, Bytes] = Field(
+        default_factory=dict, description="MB price per carrier of the user's phone number."
+    )
+    price_minor: int = Field(default=0, ge=0, le=10**9, description="The money part.")
+    currency: Currency = "CNY"
+    merchant_id: UUID | None = Field(default=None, description="The seller of merchant goods.")
+    stock: int | None = Field(default=None, ge=0, le=10**9, description="None: unlimited.")
+    per_user_limit: int | None = Field(default=None, ge=1, le=10**6)
+
+    @model_validator(mode="after")
+    def _seller_for_merchant_goods(self) -> CatalogueItemCreate:
+        if (self.kind is ItemKind.MERCHANT_GOODS) != (self.merchant_id is not None):
+            raise ValueError("merchant goods, and only they, name their merchant_id")
+        return self
+
+
+class CatalogueItemUpdate(_Command):
+    stock: int | None = Field(default=None, ge=0, le=10**9)
+    unlimited_stock: bool = False
+    active: bool | None = None
+
+
+class CatalogueItemPublic(BaseModel):
+    item_id: UUID
+    kind: ItemKind
+    name: str
+    sku: str
+    price_bytes: int
+    carrier_prices: dict[str, int]
+    price_minor: int
+    currency: str
+    merchant_id: UUID | None
+    stock: int | None
+    per_user_limit: int | None
+    active: bool
+
+
+class ExchangeOrderRequest(_Command):
+    item_id: UUID
+    quantity: int = Field(default=1, ge=1, le=100)
+    carrier_id: CarrierId | None = Field(
+        default=None, description="Your phone's carrier: items priced per carrier need it."
+    )
+
+
+class OrderEvent(BaseModel):
+    state: str
+    detail: str | None
+    at: datetime
+
+
+class ExchangeOrderPublic(BaseModel):
+    order_id: UUID
+    item_id: UUID
+    quantity: int
+    unit_bytes: int
+    unit_minor: int
+    currency: str
+    total_bytes: int
+    total_minor: int
+    state: str = Field(description="placed, paid, fulfilled, failed or refunded.")
+    payment_state: str
+    fulfilment_state: str
+    reason: str | None
+    voucher: str | None
+    returned_quantity: int
+    created_at: datetime
+    events: list[OrderEvent]
+
+
+class ReturnRequest(_Command):
+    quantity: int = Field(ge=1, le=100)
+    reason: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class FulfilmentReport(_Command):
+    delivered: bool
+    note: Annotated[str, StringConstraints(max_length=200)] = ""

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from api.routers import (
     check_in,
+    gateway_callbacks,
     health,
     me,
     merchant,
@@ -24,4 +25,5 @@ ROUTERS: list[APIRouter] = [
     partner.router,
     check_in.router,
     wallet.router,
+    gateway_callbacks.router,
 ]

@@ -1,5 +1,5 @@
-"""Merchants: buy data for the promotion pool, run campaigns, choose partner platforms, and see
-who used the data they paid for."""
+"""Merchants: buy data for the promotion pool, run campaigns, choose partner platforms, see
+who used the data they paid for, and fulfil orders of their goods in the exchange."""
 
 from __future__ import annotations
 
@@ -7,18 +7,30 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
-from api.deps import ConnDep, IdempotencyKey, MerchantCaller, ledger_key
+from api.deps import (
+    ConnDep,
+    GatewaysDep,
+    IdempotencyKey,
+    MerchantCaller,
+    PoolDep,
+    SettingsDep,
+    after_response,
+    ledger_key,
+    providers,
+)
 from tenants import service as tenants
 from tenants.errors import TenantNotFound
 from tenants.schemas import Role
-from wallet import promotions, reports
+from wallet import exchange, promotions, reports
 from wallet.schemas import (
     CampaignCreate,
     CampaignPublic,
     DataPurchase,
     DataPurchased,
+    ExchangeOrderPublic,
+    FulfilmentReport,
     MerchantDataUse,
     PoolPublic,
 )
@@ -106,3 +118,37 @@ async def data_use(
     return await reports.merchant_data_use(
         conn, merchant_id=caller.tenant_id, limit=limit, offset=offset
     )
+
+
+@router.get("/exchange-orders")
+async def exchange_orders(
+    conn: ConnDep, caller: MerchantCaller, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[ExchangeOrderPublic]:
+    """Orders for your goods in the exchange, newest first."""
+    return await exchange.orders(conn, merchant_id=caller.tenant_id, limit=limit)
+
+
+@router.post("/exchange-orders/{order_id}/fulfilment")
+async def report_fulfilment(
+    conn: ConnDep,
+    pool: PoolDep,
+    gateways: GatewaysDep,
+    settings: SettingsDep,
+    caller: MerchantCaller,
+    order_id: UUID,
+    body: FulfilmentReport,
+    background: BackgroundTasks,
+) -> ExchangeOrderPublic:
+    """Report that you shipped an order of your goods, or that you cannot (the user is then
+    refunded: data to their lots, the money part through the payment provider)."""
+    order = await exchange.merchant_fulfils(
+        conn, merchant_id=caller.tenant_id, order_id=order_id, delivered=body.delivered,
+        note=body.note, now=datetime.now(UTC),
+    )  # fmt: skip
+    if order.state == "failed":
+        background.add_task(
+            after_response,
+            exchange.refund_money(pool, providers(settings, gateways), order_id=order_id),
+            what="exchange refund",
+        )
+    return order

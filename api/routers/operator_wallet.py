@@ -1,25 +1,33 @@
-"""The platform operator's wallet desk: the data price, check-in rules, the books, breakage,
-what expires soon, and the expiry sweep."""
+"""The platform operator's wallet desk: the data price, check-in rules, carriers, the exchange
+catalogue, the books, breakage, what expires soon, the expiry sweep and reconciliation."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
+from uuid import UUID
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, status
 
-from api.deps import ConnDep, OperatorCaller
+from api.deps import ConnDep, GatewaysDep, OperatorCaller, PoolDep, SettingsDep, providers
 from flowbill.errors import InvalidInput
-from wallet import promotions, reports, service
+from wallet import exchange, promotions, reports, service, withdrawals
 from wallet.schemas import (
     BooksReport,
     BreakageLine,
+    CarrierConfig,
+    CarrierId,
+    CarrierPublic,
+    CatalogueItemCreate,
+    CatalogueItemPublic,
+    CatalogueItemUpdate,
     CheckInRulesPublic,
     CheckInRulesUpdate,
     Currency,
     DataPrice,
     DataPriceUpdate,
     ExpiringDay,
+    ReconcileReport,
     SweepResult,
 )
 
@@ -93,3 +101,58 @@ async def expiring(
 async def sweep(conn: ConnDep, _: OperatorCaller) -> SweepResult:
     """Move what is left in expired lots to breakage now (the sweep also runs on a schedule)."""
     return SweepResult(lots_expired=await service.expire_lots(conn, now=datetime.now(UTC)))
+
+
+@router.get("/carriers")
+async def carriers(conn: ConnDep, _: OperatorCaller) -> list[CarrierPublic]:
+    """Carriers and their packages."""
+    return await withdrawals.carriers(conn)
+
+
+@router.put("/carriers/{carrier_id}")
+async def set_carrier(
+    conn: ConnDep,
+    _: OperatorCaller,
+    carrier_id: Annotated[CarrierId, Path(description="e.g. cmcc-js (a carrier in a province).")],
+    body: CarrierConfig,
+) -> CarrierPublic:
+    """Add or change a carrier: the packages it sells, the minimum top-up, transfer-in."""
+    return await withdrawals.set_carrier(conn, carrier_id=carrier_id, config=body)
+
+
+@router.get("/catalogue")
+async def catalogue(conn: ConnDep, _: OperatorCaller) -> list[CatalogueItemPublic]:
+    """Every catalogue item, withdrawn ones included."""
+    return await exchange.catalogue(conn, active_only=False)
+
+
+@router.post("/catalogue", status_code=status.HTTP_201_CREATED)
+async def add_item(
+    conn: ConnDep, _: OperatorCaller, body: CatalogueItemCreate
+) -> CatalogueItemPublic:
+    """Put an item in the exchange catalogue."""
+    return await exchange.add_item(conn, body)
+
+
+@router.patch("/catalogue/{item_id}")
+async def change_item(
+    conn: ConnDep, _: OperatorCaller, item_id: UUID, body: CatalogueItemUpdate
+) -> CatalogueItemPublic:
+    """Restock an item, make its stock unlimited, withdraw it or list it again."""
+    return await exchange.change_item(conn, item_id=item_id, change=body)
+
+
+@router.post("/reconciliations")
+async def reconcile(
+    pool: PoolDep, gateways: GatewaysDep, settings: SettingsDep, _: OperatorCaller
+) -> dict[str, ReconcileReport]:
+    """Settle carrier orders, exchange orders and refunds left open past the grace period by
+    asking the gateways (the `flowbill reconcile` command does the same on a schedule)."""
+    now = datetime.now(UTC)
+    grace = timedelta(seconds=settings.reconcile_grace_seconds)
+    return {
+        "carrier_orders": await withdrawals.reconcile(pool, gateways, now=now, grace=grace),
+        "exchange_orders": await exchange.reconcile(
+            pool, providers(settings, gateways), now=now, grace=grace
+        ),
+    }

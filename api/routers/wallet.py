@@ -1,17 +1,44 @@
-"""Drivers and card holders: their wallet's balance, lots with expiry dates, and history."""
+"""Drivers and card holders: their wallet's balance, lots with expiry dates and history; top-ups
+of a phone number, transfers-in of in-plan data, and the exchange catalogue."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
+from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query, status
 
-from api.deps import ConnDep, DriverCaller
-from wallet import reports
-from wallet.schemas import BalancePublic, HistoryEntry, LotPublic
+from api.deps import (
+    ConnDep,
+    DriverCaller,
+    GatewaysDep,
+    IdempotencyKey,
+    PoolDep,
+    SettingsDep,
+    after_response,
+    callback_url,
+    ledger_key,
+    providers,
+)
+from wallet import exchange, reports, withdrawals
+from wallet.schemas import (
+    BalancePublic,
+    CarrierOrderPublic,
+    CarrierPublic,
+    CatalogueItemPublic,
+    ExchangeOrderPublic,
+    ExchangeOrderRequest,
+    HistoryEntry,
+    LotPublic,
+    ReturnRequest,
+    TopUpRequest,
+    TransferInRequest,
+)
 
 router = APIRouter(prefix="/v1/wallet", tags=["wallet"])
+
+Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 @router.get("")
@@ -38,7 +65,7 @@ async def history(
     conn: ConnDep,
     caller: DriverCaller,
     before_txn: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Limit = 50,
 ) -> list[HistoryEntry]:
     """Every grant, check-in, top-up, exchange, refund and expiry of your wallet, newest first.
 
@@ -47,3 +74,169 @@ async def history(
     return await reports.history(
         conn, user=str(caller.tenant_id), before_txn=before_txn, limit=limit
     )
+
+
+@router.get("/carriers")
+async def carriers(conn: ConnDep, _: DriverCaller) -> list[CarrierPublic]:
+    """Carriers, the data packages they sell and their minimum top-up."""
+    return await withdrawals.carriers(conn)
+
+
+@router.post("/top-ups", status_code=status.HTTP_202_ACCEPTED)
+async def top_up(
+    conn: ConnDep,
+    pool: PoolDep,
+    gateways: GatewaysDep,
+    settings: SettingsDep,
+    caller: DriverCaller,
+    key: IdempotencyKey,
+    body: TopUpRequest,
+    background: BackgroundTasks,
+) -> CarrierOrderPublic:
+    """Turn wallet data into a standard package on a phone number.
+
+    The data is reserved at once (202, `reserved`); the carrier then confirms (`confirmed`)
+    or fails (`failed`: the data is back in your lots). Poll the order to see which.
+    """
+    order, new = await withdrawals.request_top_up(
+        conn, user=str(caller.tenant_id), key=key, body=body, now=datetime.now(UTC)
+    )
+    if new:
+        background.add_task(
+            after_response,
+            withdrawals.submit(
+                pool,
+                gateways,
+                order_id=order.order_id,
+                msisdn=body.phone,
+                callback_url=callback_url(settings),
+                now=datetime.now(UTC),
+            ),
+            what="carrier submission",
+        )
+    return order
+
+
+@router.post("/transfers-in", status_code=status.HTTP_202_ACCEPTED)
+async def transfer_in(
+    conn: ConnDep,
+    pool: PoolDep,
+    gateways: GatewaysDep,
+    settings: SettingsDep,
+    caller: DriverCaller,
+    key: IdempotencyKey,
+    body: TransferInRequest,
+    background: BackgroundTasks,
+) -> CarrierOrderPublic:
+    """Move unused in-plan data from your carrier into the wallet, with the carrier's validity."""
+    order, new = await withdrawals.request_transfer_in(
+        conn, user=str(caller.tenant_id), key=key, body=body
+    )
+    if new:
+        background.add_task(
+            after_response,
+            withdrawals.submit(
+                pool,
+                gateways,
+                order_id=order.order_id,
+                msisdn=body.phone,
+                callback_url=callback_url(settings),
+                now=datetime.now(UTC),
+            ),
+            what="carrier submission",
+        )
+    return order
+
+
+@router.get("/carrier-orders")
+async def carrier_orders(
+    conn: ConnDep, caller: DriverCaller, limit: Limit = 50
+) -> list[CarrierOrderPublic]:
+    """Your top-ups and transfers-in, newest first."""
+    return await withdrawals.orders(conn, user=str(caller.tenant_id), limit=limit)
+
+
+@router.get("/carrier-orders/{order_id}")
+async def carrier_order(conn: ConnDep, caller: DriverCaller, order_id: UUID) -> CarrierOrderPublic:
+    """One of your top-ups or transfers-in."""
+    return await withdrawals.get_order(conn, user=str(caller.tenant_id), order_id=order_id)
+
+
+@router.get("/catalogue")
+async def catalogue(conn: ConnDep, _: DriverCaller) -> list[CatalogueItemPublic]:
+    """What wallet data can be exchanged for."""
+    return await exchange.catalogue(conn)
+
+
+@router.post("/exchange-orders", status_code=status.HTTP_202_ACCEPTED)
+async def place_order(
+    conn: ConnDep,
+    pool: PoolDep,
+    gateways: GatewaysDep,
+    settings: SettingsDep,
+    caller: DriverCaller,
+    key: IdempotencyKey,
+    body: ExchangeOrderRequest,
+    background: BackgroundTasks,
+) -> ExchangeOrderPublic:
+    """Redeem wallet data (plus the item's money part, if any) for a catalogue item.
+
+    The data and stock are taken at once; payment and delivery follow. An order moves
+    placed → paid → fulfilled, or failed → refunded (data back to your lots).
+    """
+    order, new = await exchange.place_order(
+        conn, user=str(caller.tenant_id), key=ledger_key(caller, "exchange", key), body=body,
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    if new:
+        background.add_task(
+            after_response,
+            exchange.process(
+                pool, providers(settings, gateways), order_id=order.order_id, now=datetime.now(UTC)
+            ),
+            what="exchange order",
+        )
+    return order
+
+
+@router.get("/exchange-orders")
+async def exchange_orders(
+    conn: ConnDep, caller: DriverCaller, limit: Limit = 50
+) -> list[ExchangeOrderPublic]:
+    """Your exchange orders, newest first."""
+    return await exchange.orders(conn, user=str(caller.tenant_id), limit=limit)
+
+
+@router.get("/exchange-orders/{order_id}")
+async def exchange_order(
+    conn: ConnDep, caller: DriverCaller, order_id: UUID
+) -> ExchangeOrderPublic:
+    """One of your exchange orders, with every state it went through."""
+    return await exchange.get_order(conn, order_id=order_id, user=str(caller.tenant_id))
+
+
+@router.post("/exchange-orders/{order_id}/returns")
+async def return_order(
+    conn: ConnDep,
+    pool: PoolDep,
+    gateways: GatewaysDep,
+    settings: SettingsDep,
+    caller: DriverCaller,
+    key: IdempotencyKey,
+    order_id: UUID,
+    body: ReturnRequest,
+    background: BackgroundTasks,
+) -> ExchangeOrderPublic:
+    """Return part or all of an order: the data goes back to the lots it came from (with
+    their expiry), the money part is refunded."""
+    order, returned = await exchange.request_return(
+        conn, user=str(caller.tenant_id), order_id=order_id,
+        key=ledger_key(caller, "return", key), body=body, now=datetime.now(UTC),
+    )  # fmt: skip
+    if returned is not None and returned.money_state == "pending":
+        background.add_task(
+            after_response,
+            exchange.refund_money(pool, providers(settings, gateways), order_id=order_id),
+            what="exchange refund",
+        )
+    return order

@@ -14,76 +14,10 @@ from flowbill.db import Connection
 from flowbill.settings import Settings
 from tenants.schemas import Role
 from tests.conftest import assert_problem, bearer, make_tenant
+from tests.wallet.factories import MB, Shop, balance_of, driver, idem
 from wallet import promotions, service
 from wallet.errors import NoCheckInFunding
 from wallet.schemas import CampaignCreate
-
-MB = 1024 * 1024
-
-
-def idem(headers: dict[str, str], key: str | None = None) -> dict[str, str]:
-    return {**headers, "Idempotency-Key": key or secrets.token_hex(8)}
-
-
-class Shop:
-    """A merchant with a funded pool and a partner platform acting for it."""
-
-    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
-        self.http = http
-        self.settings = settings
-
-    async def open(self, *, mb: int = 1000) -> Shop:
-        self.merchant_id, key = await make_tenant(self.settings, role=Role.MERCHANT)
-        self.partner_id, partner_key = await make_tenant(self.settings, role=Role.PARTNER)
-        self.merchant = bearer(key)
-        self.partner = bearer(partner_key)
-        bought = await self.http.post(
-            "/v1/merchant/data-purchases", json={"mb": mb}, headers=idem(self.merchant)
-        )
-        assert bought.status_code == 201, bought.text
-        linked = await self.http.put(
-            f"/v1/merchant/partners/{self.partner_id}", headers=self.merchant
-        )
-        assert linked.status_code == 204, linked.text
-        return self
-
-    async def campaign(self, **spec: object) -> dict[str, object]:
-        body = {
-            "name": "Favourite our shop",
-            "action": "favourite_shop",
-            "bytes_per_action": 10 * MB,
-            "budget_bytes": 100 * MB,
-            **spec,
-        }
-        made = await self.http.post(
-            "/v1/merchant/campaigns", json=body, headers=idem(self.merchant)
-        )
-        assert made.status_code == 201, made.text
-        campaign: dict[str, object] = made.json()
-        return campaign
-
-    async def event(
-        self, campaign: dict[str, object], user: str, **extra: object
-    ) -> httpx.Response:
-        body = {
-            "event_id": extra.pop("event_id", secrets.token_hex(8)),
-            "campaign_id": campaign["campaign_id"],
-            "action": campaign["action"],
-            "user_id": user,
-            **extra,
-        }
-        return await self.http.post("/v1/partner/action-events", json=body, headers=self.partner)
-
-
-async def driver(settings: Settings) -> tuple[str, dict[str, str]]:
-    user, key = await make_tenant(settings, role=Role.DRIVER)
-    return user, bearer(key)
-
-
-async def balance_of(http: httpx.AsyncClient, headers: dict[str, str]) -> int:
-    answer = await http.get("/v1/wallet", headers=headers)
-    assert answer.status_code == 200, answer.text
-    return int(answer.json()["data_bytes"])
 
 
 async def test_a_merchant_buys_data_at_the_platform_price(
