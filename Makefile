@@ -32,6 +32,7 @@ test: lint
 
 bench: setup
 	@$(BIN)/python bench/ingest_throughput.py
+	@$(BIN)/python bench/wallet_throughput.py
 
 compose-check:
 	@bash scripts/check-compose.sh

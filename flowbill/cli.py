@@ -33,13 +33,15 @@ def _cmd_migrate(_: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
-
     settings = get_settings()
+    # With several worker processes uvicorn imports the factory in each of them; each
+    # builds its settings from the same environment.
     uvicorn.run(
-        create_app(settings),
+        "api.app:create_app",
+        factory=True,
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
+        workers=args.workers,
         log_config=None,
         access_log=False,
         loop="uvloop",
@@ -262,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.set_defaults(func=_cmd_serve)
 
     sub.add_parser("ingest", help="run one MQTT ingest worker").set_defaults(func=_cmd_ingest)

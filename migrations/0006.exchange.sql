@@ -57,12 +57,13 @@ CREATE INDEX exchange_orders_open_idx ON exchange_orders (updated_at)
 
 -- Every state an order went through, and why.
 CREATE TABLE exchange_order_events (
+    event_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     order_id   uuid NOT NULL REFERENCES exchange_orders (order_id),
     state      text NOT NULL,
     detail     text,
     at         timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX exchange_order_events_idx ON exchange_order_events (order_id, at);
+CREATE INDEX exchange_order_events_idx ON exchange_order_events (order_id, event_id);
 
 -- Returns of part or all of an order: data back to its lots, the money part refunded.
 CREATE TABLE exchange_returns (

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything Flowbill needs on Debian 12, idempotently:
-#   1. Debian packages (PostgreSQL 15 and its server headers, Mosquitto, a C toolchain, cmake),
+#   1. Debian packages (PostgreSQL 15 and its server headers, Mosquitto, a C toolchain, cmake,
+#      wrk for the benchmark),
 #      installed only when missing (`apt-get update` only then too);
 #   2. TimescaleDB, which Debian 12 lacks: built from Debian's own source package of the next
 #      release (its Apache-licensed part) and installed into PostgreSQL 15, only when missing;
@@ -23,7 +24,8 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES=(postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-contrib
           mosquitto mosquitto-clients
           build-essential cmake dpkg-dev xz-utils libssl-dev libkrb5-dev
-          python3-venv python3-dev docker-compose)
+          python3-venv python3-dev docker-compose
+          wrk)  # wrk: the HTTP load generator of `make bench`
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }

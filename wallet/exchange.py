@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -110,8 +111,14 @@ def unit_bytes(item: ItemRow, carrier_id: str | None) -> int:
     return int(item.carrier_prices.get(carrier_id, item.price_bytes))
 
 
-async def _public(conn: Connection, order: ExchangeOrderRow) -> ExchangeOrderPublic:
-    events = await repository.order_events(conn, order.order_id)
+async def _public(
+    conn: Connection,
+    order: ExchangeOrderRow,
+    *,
+    events: list[tuple[str, str | None, datetime]] | None = None,
+) -> ExchangeOrderPublic:
+    if events is None:
+        events = await repository.order_events(conn, order.order_id)
     return ExchangeOrderPublic(
         order_id=order.order_id,
         item_id=order.item_id,
@@ -141,7 +148,8 @@ async def _fresh(conn: Connection, order_id: UUID) -> ExchangeOrderRow:
 async def place_order(
     conn: Connection, *, user: str, key: str, body: ExchangeOrderRequest, now: datetime
 ) -> tuple[ExchangeOrderPublic, bool]:
-    """Take stock and data for an order; returns it and whether it is new (to process)."""
+    """Take stock and data for an order; returns it and whether a new order now needs the
+    providers (a money part to charge, or goods a provider delivers) through `process`."""
     item = await repository.get_item(conn, body.item_id)
     if item is None or not item.active:
         raise ItemNotFound(f"no item {body.item_id} in the catalogue")
@@ -158,14 +166,14 @@ async def place_order(
         ):  # fmt: skip
             raise IdempotencyKeyReused("this Idempotency-Key was used for another order")
         return await _public(conn, order), False
-    wallet = await repository.find_account(
-        conn, kind=AccountKind.USER_WALLET.value, owner=user, asset=DATA
-    )
-    if wallet is None:
-        raise InsufficientBalance("the wallet is empty")
-    # The wallet's lock serialises this user's orders: the per-user count below holds.
-    await repository.lock_account(conn, wallet)
     if item.per_user_limit is not None:
+        wallet = await repository.find_account(
+            conn, kind=AccountKind.USER_WALLET.value, owner=user, asset=DATA
+        )
+        if wallet is None:
+            raise InsufficientBalance("the wallet is empty")
+        # The wallet's lock serialises this user's orders: the count below holds.
+        await repository.lock_account(conn, wallet)
         held = await repository.units_ordered(conn, user_id=user, item_id=item.item_id)
         if held + body.quantity > item.per_user_limit:
             raise ItemLimitReached(
@@ -182,13 +190,16 @@ async def place_order(
         memo={"exchange_order": str(order.order_id), "item": item.name,
               "quantity": body.quantity},
     )  # fmt: skip
+    events: list[tuple[str, str | None]] = [("placed", None)]
     changes: dict[str, object] = {"spend_txn_id": spent.txn_id}
-    await repository.add_order_event(conn, order.order_id, "placed", None)
     if not money:
         changes["state"] = "paid"
-        await repository.add_order_event(conn, order.order_id, "paid", "no money part")
+        events.append(("paid", "no money part"))
     await repository.update_exchange_order(conn, order.order_id, **changes)
-    return await _public(conn, await _fresh(conn, order.order_id)), True
+    await repository.add_order_events(conn, order.order_id, events)
+    placed = replace(order, **changes)  # type: ignore[arg-type]
+    needs_providers = bool(money) or item.kind != ItemKind.MERCHANT_GOODS.value
+    return await _public(conn, placed, events=[(s, d, now) for s, d in events]), needs_providers
 
 
 async def get_order(

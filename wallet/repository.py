@@ -42,24 +42,27 @@ _LOT_COLUMNS = (
 )
 
 
+# Accounts whose balance is cached on their row (and locked for a debit): the ones that hold
+# something for someone and may never go below zero. The others (the platform's own, outside
+# parties, data in flight) are touched by every redemption; updating one row for them would
+# serialise all redemptions, so their balance is the sum of their entries.
+CACHED_KINDS = ("user_wallet", "merchant_pool", "campaign")
+
+
 async def ensure_account(conn: Connection, *, kind: str, owner: str, asset: str) -> int:
+    found = await find_account(conn, kind=kind, owner=owner, asset=asset)
+    if found is not None:
+        return found
     cur = await conn.execute(
         """
-        WITH made AS (
-            INSERT INTO ledger_accounts (kind, owner, asset) VALUES (%(k)s, %(o)s, %(a)s)
-            ON CONFLICT (kind, owner, asset) DO NOTHING RETURNING account_id
-        )
-        SELECT account_id FROM made
-        UNION ALL
-        SELECT account_id FROM ledger_accounts
-        WHERE kind = %(k)s AND owner = %(o)s AND asset = %(a)s
+        INSERT INTO ledger_accounts (kind, owner, asset) VALUES (%s, %s, %s)
+        ON CONFLICT (kind, owner, asset) DO NOTHING RETURNING account_id
         """,
-        {"k": kind, "o": owner, "a": asset},
+        (kind, owner, asset),
     )
     row = await cur.fetchone()
     if row is None:
-        # Another transaction created it while we waited on the conflict: the statement's
-        # snapshot predates that commit, a new statement sees it.
+        # Another transaction created it meanwhile: a new statement sees its commit.
         found = await find_account(conn, kind=kind, owner=owner, asset=asset)
         assert found is not None
         return found
@@ -86,7 +89,13 @@ async def lock_account(conn: Connection, account_id: int) -> int:
 
 
 async def claim_key(
-    conn: Connection, *, key: str, kind: str, digest: bytes, reverses: int | None = None
+    conn: Connection,
+    *,
+    key: str,
+    kind: str,
+    digest: bytes,
+    reverses: int | None = None,
+    memo: dict[str, object] | None = None,
 ) -> tuple[int, bool, str, bytes]:
     """The transaction for the key: (txn id, created now, its kind, its request digest).
 
@@ -95,12 +104,13 @@ async def claim_key(
     """
     cur = await conn.execute(
         """
-        INSERT INTO ledger_transactions (idempotency_key, kind, request_digest, reverses_txn_id)
-        VALUES (%s, %s, %s, %s)
+        INSERT INTO ledger_transactions (idempotency_key, kind, request_digest, reverses_txn_id,
+                                         memo)
+        VALUES (%s, %s, %s, %s, %s)
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING txn_id
         """,
-        (key, kind, digest, reverses),
+        (key, kind, digest, reverses, Jsonb(memo or {})),
     )
     row = await cur.fetchone()
     if row is not None:
@@ -125,11 +135,17 @@ async def post_legs(conn: Connection, txn_id: int, legs: Sequence[Leg]) -> None:
         deltas: dict[int, int] = {}
         for leg in legs:
             deltas[leg.account_id] = deltas.get(leg.account_id, 0) + leg.amount
-        for account_id in sorted(deltas):
-            await cur.execute(
-                "UPDATE ledger_accounts SET balance = balance + %s WHERE account_id = %s",
-                (deltas[account_id], account_id),
-            )
+        ordered = sorted(deltas)
+        # One statement; rows are locked in account order, so two postings cannot deadlock.
+        await cur.execute(
+            """
+            UPDATE ledger_accounts a SET balance = a.balance + d.delta
+            FROM (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS u(account_id, delta)
+                  ORDER BY account_id) d
+            WHERE a.account_id = d.account_id AND a.kind = ANY(%s)
+            """,
+            (ordered, [deltas[a] for a in ordered], list(CACHED_KINDS)),
+        )
 
 
 async def insert_lot(
@@ -165,6 +181,19 @@ async def spendable_lots(conn: Connection, account_id: int, *, now: datetime) ->
             (account_id, now),
         )
         return await cur.fetchall()
+
+
+async def change_lots(conn: Connection, deltas: dict[int, int]) -> None:
+    """Move several lots' remaining bytes in one statement."""
+    if deltas:
+        await conn.execute(
+            """
+            UPDATE wallet_lots l SET remaining = l.remaining + d.delta
+            FROM unnest(%s::bigint[], %s::bigint[]) AS d(lot_id, delta)
+            WHERE l.lot_id = d.lot_id
+            """,
+            (list(deltas), list(deltas.values())),
+        )
 
 
 async def change_lot(conn: Connection, lot_id: int, delta: int) -> None:
@@ -238,8 +267,15 @@ async def refunded_per_lot(conn: Connection, spend_txn_id: int) -> dict[int, int
 
 
 async def account_balance(conn: Connection, account_id: int) -> int:
+    """The account's balance: cached for CACHED_KINDS, the sum of its entries otherwise."""
     cur = await conn.execute(
-        "SELECT balance FROM ledger_accounts WHERE account_id = %s", (account_id,)
+        """
+        SELECT CASE WHEN a.kind = ANY(%s) THEN a.balance
+                    ELSE (SELECT coalesce(sum(amount), 0) FROM ledger_entries e
+                          WHERE e.account_id = a.account_id) END
+        FROM ledger_accounts a WHERE a.account_id = %s
+        """,
+        (list(CACHED_KINDS), account_id),
     )
     row = await cur.fetchone()
     return int(row[0]) if row else 0
@@ -261,7 +297,16 @@ async def books_problems(conn: Connection) -> list[str]:
             FROM ledger_accounts a
             LEFT JOIN (SELECT account_id, sum(amount) AS total FROM ledger_entries
                        GROUP BY account_id) s USING (account_id)
-            WHERE a.balance <> coalesce(s.total, 0)""",
+            WHERE a.kind IN ('user_wallet', 'merchant_pool', 'campaign')
+              AND a.balance <> coalesce(s.total, 0)""",
+        "account below zero": """
+            SELECT format('%s account %s holds %s', a.kind, a.account_id, s.total)
+            FROM ledger_accounts a
+            JOIN (SELECT account_id, sum(amount) AS total FROM ledger_entries
+                  GROUP BY account_id) s USING (account_id)
+            WHERE a.kind IN ('user_wallet', 'merchant_pool', 'campaign', 'in_flight', 'breakage',
+                             'platform_revenue')
+              AND s.total < 0""",
         "wallet differs from its lots": """
             SELECT format('wallet %s holds %s, its lots %s', a.account_id, a.balance,
                           coalesce(l.total, 0))
@@ -279,8 +324,8 @@ async def books_problems(conn: Connection) -> list[str]:
                        GROUP BY e.lot_id) s USING (lot_id)
             WHERE l.remaining <> coalesce(s.total, 0)""",
         "asset does not sum to zero": """
-            SELECT format('%s sums to %s', asset, sum(balance))
-            FROM ledger_accounts GROUP BY asset HAVING sum(balance) <> 0""",
+            SELECT format('%s sums to %s', asset, sum(amount))
+            FROM ledger_entries GROUP BY asset HAVING sum(amount) <> 0""",
     }
     problems: list[str] = []
     for name, sql in checks.items():
@@ -1050,6 +1095,18 @@ async def update_exchange_order(conn: Connection, order_id: UUID, **changes: obj
     )
 
 
+async def add_order_events(
+    conn: Connection, order_id: UUID, events: Sequence[tuple[str, str | None]]
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO exchange_order_events (order_id, state, detail)
+        SELECT %s, state, detail FROM unnest(%s::text[], %s::text[]) AS e(state, detail)
+        """,
+        (order_id, [state for state, _ in events], [detail for _, detail in events]),
+    )
+
+
 async def add_order_event(conn: Connection, order_id: UUID, state: str, detail: str | None) -> None:
     await conn.execute(
         "INSERT INTO exchange_order_events (order_id, state, detail) VALUES (%s, %s, %s)",
@@ -1059,7 +1116,7 @@ async def add_order_event(conn: Connection, order_id: UUID, state: str, detail: 
 
 async def order_events(conn: Connection, order_id: UUID) -> list[tuple[str, str | None, datetime]]:
     cur = await conn.execute(
-        "SELECT state, detail, at FROM exchange_order_events WHERE order_id = %s ORDER BY at",
+        "SELECT state, detail, at FROM exchange_order_events WHERE order_id = %s ORDER BY event_id",
         (order_id,),
     )
     return [(str(s), d, at) for s, d, at in await cur.fetchall()]

@@ -109,7 +109,13 @@ def _digest(kind: str, **request: object) -> bytes:
 
 
 async def claim(
-    conn: Connection, *, key: str, kind: str, reverses: int | None = None, **request: object
+    conn: Connection,
+    *,
+    key: str,
+    kind: str,
+    reverses: int | None = None,
+    memo: dict[str, object] | None = None,
+    **request: object,
 ) -> tuple[int, bool]:
     """The transaction for an idempotency key: (txn id, created by this call).
 
@@ -120,7 +126,7 @@ async def claim(
         raise InvalidAmount("an idempotency key of 1 to 200 characters is required")
     digest = _digest(kind, **request)
     txn_id, created, found_kind, found_digest = await repository.claim_key(
-        conn, key=key, kind=kind, digest=digest, reverses=reverses
+        conn, key=key, kind=kind, digest=digest, reverses=reverses, memo=memo or {}
     )
     if not created and (found_kind != kind or found_digest != digest):
         raise IdempotencyKeyReused(f"the key {key!r} was used for a different request")
@@ -184,14 +190,13 @@ async def move(
     Accounts that may not go negative refuse with InsufficientBalance.
     """
     txn_id, created = await claim(
-        conn, key=key, kind=kind, source=list(source), destination=list(destination),
+        conn, key=key, kind=kind, memo=memo, source=list(source), destination=list(destination),
         asset=asset, amount=amount,
     )  # fmt: skip
     if created:
         await post_move(
-            conn, txn_id, source=source, destination=destination, asset=asset, amount=amount,
-            memo=memo,
-        )  # fmt: skip
+            conn, txn_id, source=source, destination=destination, asset=asset, amount=amount
+        )
     return txn_id
 
 
@@ -211,7 +216,11 @@ async def post_move(
         raise InvalidAmount("wallets move through grant, spend and refund")
     debit = await _account(conn, source[0], source[1], asset)
     credit = await _account(conn, destination[0], destination[1], asset)
-    if source[0] not in _MAY_GO_NEGATIVE and await repository.lock_account(conn, debit) < amount:
+    # Accounts with a cached balance are locked and checked; data in flight is moved only by
+    # the order that put it there (and `check_books` proves no account went below zero).
+    if source[0].value in repository.CACHED_KINDS and (
+        await repository.lock_account(conn, debit) < amount
+    ):
         raise InsufficientBalance(f"the {source[0].value} account holds less than {amount}")
     await repository.post_legs(
         conn, txn_id, [Leg(debit, asset, -amount), Leg(credit, asset, amount)]
@@ -238,8 +247,8 @@ async def grant(
     if expires_at <= now:
         raise InvalidAmount("a grant must expire in the future")
     txn_id, created = await claim(
-        conn, key=key, kind="grant", funder=funder, funder_kind=funder_kind.value, user=user,
-        data_bytes=data_bytes, expires_at=expires_at.isoformat(), source=source,
+        conn, key=key, kind="grant", memo=memo, funder=funder, funder_kind=funder_kind.value,
+        user=user, data_bytes=data_bytes, expires_at=expires_at.isoformat(), source=source,
     )  # fmt: skip
     if not created:
         entries = await repository.entries_of(conn, txn_id)
@@ -262,8 +271,6 @@ async def grant(
     await repository.post_legs(
         conn, txn_id, [Leg(account, DATA, -data_bytes), Leg(wallet, DATA, data_bytes, lot_id)]
     )
-    if memo:
-        await repository.set_memo(conn, txn_id, memo)
     return Granted(txn_id=txn_id, lot_id=lot_id, data_bytes=data_bytes)
 
 
@@ -291,8 +298,8 @@ async def spend(
     if to_kind in {AccountKind.USER_WALLET, AccountKind.MERCHANT_POOL, AccountKind.CAMPAIGN}:
         raise InvalidAmount("data is spent to a carrier, the exchange or breakage")
     txn_id, created = await claim(
-        conn, key=key, kind="spend", user=user, data_bytes=data_bytes, to_kind=to_kind.value,
-        to_owner=to_owner,
+        conn, key=key, kind="spend", memo=memo, user=user, data_bytes=data_bytes,
+        to_kind=to_kind.value, to_owner=to_owner,
     )  # fmt: skip
     wallet = await repository.find_account(
         conn, kind=AccountKind.USER_WALLET.value, owner=user, asset=DATA
@@ -313,15 +320,13 @@ async def spend(
     for lot in lots:
         take = min(left, lot.remaining)
         legs.append(Leg(wallet, DATA, -take, lot.lot_id))
-        await repository.change_lot(conn, lot.lot_id, -take)
         left -= take
         if left == 0:
             break
+    await repository.change_lots(conn, {leg.lot_id: leg.amount for leg in legs if leg.lot_id})
     destination = await _account(conn, to_kind, to_owner, DATA)
     legs.append(Leg(destination, DATA, data_bytes))
     await repository.post_legs(conn, txn_id, legs)
-    if memo:
-        await repository.set_memo(conn, txn_id, memo)
     return Spent(txn_id=txn_id, data_bytes=data_bytes, lots=_shares(legs, wallet, -1))
 
 

@@ -184,11 +184,11 @@ async def place_order(
     The data and stock are taken at once; payment and delivery follow. An order moves
     placed → paid → fulfilled, or failed → refunded (data back to your lots).
     """
-    order, new = await exchange.place_order(
+    order, to_process = await exchange.place_order(
         conn, user=str(caller.tenant_id), key=ledger_key(caller, "exchange", key), body=body,
         now=datetime.now(UTC),
     )  # fmt: skip
-    if new:
+    if to_process:
         background.add_task(
             after_response,
             exchange.process(
