@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import httpx
 import psycopg
 
 from flowbill.settings import Settings, get_settings
+from flowbill.wallet_demo import run_wallet_demo
 
 STATE = Path(os.environ.get("FLOWBILL_STATE_DIR", ".state"))
 MB = 1024 * 1024
@@ -114,12 +116,26 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
     settings = get_settings()
     stop_services(state)
     logs = _demo_dir(state)
-    env = os.environ.copy()
-    api_port = _free_port()
+    api_port, gateway_port = _free_port(), _free_port()
     api = f"http://127.0.0.1:{api_port}"
+    env = {
+        **os.environ,
+        "FLOWBILL_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}",
+        "FLOWBILL_PUBLIC_URL": api,
+        "FLOWBILL_GATEWAY_CALLBACK_SECRET": secrets.token_hex(16),
+        "FLOWBILL_GATEWAY_TIMEOUT_SECONDS": "2",
+        "FLOWBILL_RECONCILE_GRACE_SECONDS": "4",
+    }
     processes = {
         "api": _spawn(["serve", "--port", str(api_port)], env, logs / "api.log"),
-    }
+        # Slow, sometimes late (callbacks), sometimes applying a request and losing the answer.
+        "gateways": _spawn(
+            ["gateway-simulator", "--port", str(gateway_port), "--latency", "0.01", "0.2",
+             "--pending-rate", "0.2", "--settle-delay", "2", "--lost-response-rate", "0.05",
+             "--hang", "3", "--seed", "7"],
+            env, logs / "gateways.log",
+        ),
+    }  # fmt: skip
     worker_ports = []
     for n in (1, 2):
         port = _free_port()
@@ -242,13 +258,20 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
     malformed = ", ".join(f"{k}={v}" for k, v in sorted(summary.malformed.items()))
     print(f"malformed sent by expected reason: {malformed or 'none'}")
     print()
+    print("the wallet: a promotion, check-ins, top-ups and exchange orders over the API …")
+    wallet = run_wallet_demo(api, key)
+    for line in wallet.lines():
+        print(f"  {line}")
+    all_match = all_match and wallet.books_balanced
+    print()
     print(f"API docs:        {api}/docs")
     print(f"API metrics:     {api}/metrics")
     for n, port in enumerate(worker_ports, start=1):
         print(f"ingest {n} metrics: http://127.0.0.1:{port}/metrics")
     print(f"operator key:    {logs / 'operator.key'}")
-    print("The API and the ingest workers keep running; `make stop` stops them.")
-    print("sent and stored match" if all_match else "MISMATCH between sent and stored")
+    print("The API, the ingest workers and the gateway simulator keep running;"
+          " `make stop` stops them.")  # fmt: skip
+    print("sent and stored match, the books balance" if all_match else "MISMATCH: see above")
     return 0 if all_match else 1
 
 

@@ -79,3 +79,26 @@ HTTP_REQUEST_SECONDS = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+# Wallet: the outside parties and the orders that depend on them
+GATEWAY_REQUESTS = Counter(
+    "flowbill_gateway_requests_total",
+    "Requests to the carrier, payment and fulfilment gateways, by outcome.",
+    ["operation", "outcome"],
+)
+GATEWAY_REQUEST_SECONDS = Histogram(
+    "flowbill_gateway_request_duration_seconds",
+    "Gateway request latency (timeouts included).",
+    ["operation"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WALLET_ORDERS_SETTLED = Counter(
+    "flowbill_wallet_orders_settled_total",
+    "Carrier and exchange orders settled, by kind and final state.",
+    ["kind", "state"],
+)
+WALLET_RECONCILED = Counter(
+    "flowbill_wallet_reconciled_total",
+    "Open orders examined by reconciliation, by kind.",
+    ["kind"],
+)

@@ -22,6 +22,7 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
+from flowbill import metrics
 from flowbill.db import Connection
 from wallet import repository, service
 from wallet.errors import (
@@ -282,6 +283,7 @@ async def settle_fulfilment(
             voucher=voucher if isinstance(voucher, str) else result.reference,
         )  # fmt: skip
         await repository.add_order_event(conn, order_id, "fulfilled", None)
+        metrics.WALLET_ORDERS_SETTLED.labels("exchange", "fulfilled").inc()
     elif result.outcome is Outcome.FAILED:
         await repository.update_exchange_order(conn, order_id, fulfilment_state="failed")
         await _fail(conn, order, f"fulfilment {result.reason or 'failed'}", now)
@@ -292,6 +294,7 @@ async def settle_fulfilment(
 async def _fail(conn: Connection, order: ExchangeOrderRow, reason: str, now: datetime) -> None:
     """Fail an order and return what is not yet returned: data, stock, money part."""
     await repository.update_exchange_order(conn, order.order_id, state="failed", reason=reason)
+    metrics.WALLET_ORDERS_SETTLED.labels("exchange", "failed").inc()
     await repository.add_order_event(conn, order.order_id, "failed", reason)
     left = order.quantity - order.returned_quantity
     if left > 0:
@@ -519,6 +522,7 @@ async def reconcile(
             found = await repository.get_return(conn, return_id)
             if found is not None and found.order_id not in order_ids:
                 order_ids.append(found.order_id)
+    metrics.WALLET_RECONCILED.labels("exchange").inc(len(order_ids))
     for order_id in order_ids:
         await process(pool, providers, order_id=order_id, now=now, ask_status=True)
     confirmed = failed = 0

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -23,6 +24,8 @@ from typing import Literal, Protocol, Self
 from urllib.parse import quote
 
 import httpx
+
+from flowbill import metrics
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +290,7 @@ class HttpGateways:
         reference_key: str,
         body: Mapping[str, object] | None = None,
     ) -> GatewayResult:
+        started = time.perf_counter()
         try:
             response = await self._client.request(method, path, json=body)
         except httpx.TimeoutException:
@@ -303,6 +307,8 @@ class HttpGateways:
                 reference_key=reference_key,
                 status_query=method == "GET",
             )
+        metrics.GATEWAY_REQUESTS.labels(operation, result.outcome.value).inc()
+        metrics.GATEWAY_REQUEST_SECONDS.labels(operation).observe(time.perf_counter() - started)
         level = logging.WARNING if result.outcome is Outcome.UNKNOWN else logging.INFO
         log.log(
             level,

@@ -19,6 +19,7 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
+from flowbill import metrics
 from flowbill.db import Connection
 from wallet import repository, service
 from wallet.errors import (
@@ -181,8 +182,10 @@ async def settle(
         await (_confirm_top_up if order.direction == TOP_UP else _confirm_transfer)(
             conn, order, result, now
         )
+        metrics.WALLET_ORDERS_SETTLED.labels(order.direction, "confirmed").inc()
     elif result.outcome is Outcome.FAILED:
         await _fail(conn, order, result.reason or "failed", now)
+        metrics.WALLET_ORDERS_SETTLED.labels(order.direction, "failed").inc()
     else:
         await repository.update_carrier_order(
             conn, order_id, state="submitted", carrier_ref=result.reference, attempt=True
@@ -287,6 +290,7 @@ async def reconcile(
         open_orders = await repository.open_carrier_orders(
             conn, older_than=now - grace, limit=limit
         )
+    metrics.WALLET_RECONCILED.labels("carrier").inc(len(open_orders))
     confirmed = failed = 0
     for order in open_orders:
         if order.direction == TOP_UP:
