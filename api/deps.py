@@ -24,17 +24,17 @@ from wallet.gateways import HttpGateways
 log = logging.getLogger(__name__)
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _pool(request: Request) -> AsyncConnectionPool[Connection]:
+async def _pool(request: Request) -> AsyncConnectionPool[Connection]:
     pool: AsyncConnectionPool[Connection] = request.app.state.pool
     return pool
 
 
-def _broker(request: Request) -> BrokerLink:
+async def _broker(request: Request) -> BrokerLink:
     broker: BrokerLink = request.app.state.broker
     return broker
 
@@ -55,7 +55,7 @@ async def _transaction(
         await pool.putconn(conn)
 
 
-def _gateways(request: Request) -> HttpGateways:
+async def _gateways(request: Request) -> HttpGateways:
     gateways: HttpGateways = request.app.state.gateways
     return gateways
 

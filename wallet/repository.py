@@ -171,29 +171,16 @@ async def insert_lot(
     return int(row[0])
 
 
-async def spendable_lots(conn: Connection, account_id: int, *, now: datetime) -> list[LotRow]:
-    """Unexpired lots with data left, earliest expiry first, then oldest; locked."""
-    async with conn.cursor(row_factory=class_row(LotRow)) as cur:
-        await cur.execute(
-            f"""SELECT {_LOT_COLUMNS} FROM wallet_lots
-                WHERE account_id = %s AND remaining > 0 AND expires_at > %s
-                ORDER BY expires_at, lot_id FOR UPDATE""",
-            (account_id, now),
-        )
-        return await cur.fetchall()
-
-
-async def change_lots(conn: Connection, deltas: dict[int, int]) -> None:
-    """Move several lots' remaining bytes in one statement."""
-    if deltas:
-        await conn.execute(
-            """
-            UPDATE wallet_lots l SET remaining = l.remaining + d.delta
-            FROM unnest(%s::bigint[], %s::bigint[]) AS d(lot_id, delta)
-            WHERE l.lot_id = d.lot_id
-            """,
-            (list(deltas), list(deltas.values())),
-        )
+async def take_from_wallet(
+    conn: Connection, *, txn_id: int, wallet: int, amount: int, destination: int, now: datetime
+) -> list[tuple[int, int]]:
+    """Take `amount` from the wallet's lots into `destination` under the transaction
+    (migrations/0007): [(lot id, bytes taken)], or [] when the wallet holds too little."""
+    cur = await conn.execute(
+        "SELECT taken_lot_id, taken FROM wallet_take(%s, %s, %s, %s, %s)",
+        (txn_id, wallet, amount, destination, now),
+    )
+    return [(int(lot), int(taken)) for lot, taken in await cur.fetchall()]
 
 
 async def change_lot(conn: Connection, lot_id: int, delta: int) -> None:

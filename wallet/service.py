@@ -310,24 +310,18 @@ async def spend(
         return Spent(txn_id=txn_id, data_bytes=data_bytes, lots=_shares(entries, wallet, -1))
     if wallet is None:
         raise InsufficientBalance("the wallet is empty")
-    # The wallet's row lock serialises its debits: concurrent spends never overdraw it.
-    await repository.lock_account(conn, wallet)
-    lots = await repository.spendable_lots(conn, wallet, now=now)
-    if sum(lot.remaining for lot in lots) < data_bytes:
-        raise InsufficientBalance("the wallet holds less unexpired data than asked")
-    left = data_bytes
-    legs: list[Leg] = []
-    for lot in lots:
-        take = min(left, lot.remaining)
-        legs.append(Leg(wallet, DATA, -take, lot.lot_id))
-        left -= take
-        if left == 0:
-            break
-    await repository.change_lots(conn, {leg.lot_id: leg.amount for leg in legs if leg.lot_id})
     destination = await _account(conn, to_kind, to_owner, DATA)
-    legs.append(Leg(destination, DATA, data_bytes))
-    await repository.post_legs(conn, txn_id, legs)
-    return Spent(txn_id=txn_id, data_bytes=data_bytes, lots=_shares(legs, wallet, -1))
+    # One round trip (migrations/0007): locks the wallet, so concurrent spends never overdraw.
+    taken = await repository.take_from_wallet(
+        conn, txn_id=txn_id, wallet=wallet, amount=data_bytes, destination=destination, now=now
+    )
+    if not taken:
+        raise InsufficientBalance("the wallet holds less unexpired data than asked")
+    return Spent(
+        txn_id=txn_id,
+        data_bytes=data_bytes,
+        lots=tuple(LotShare(lot_id, amount) for lot_id, amount in taken),
+    )
 
 
 async def refund(
