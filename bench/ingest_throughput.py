@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -29,9 +27,9 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from throwaway_stack import fresh_stack, machine
 
 from flowbill import localstack
-from flowbill.migrate import apply_migrations
 from flowbill.settings import Settings
 from ingest import mqtt_session
 from ingest.protocol import USAGE_TOPIC, USAGE_TOPIC_FILTER, AppUsage, UsageReport, encode_report
@@ -296,13 +294,6 @@ def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -330,17 +321,10 @@ async def main() -> int:
 
     # A throwaway stack of its own: no other broker session or data can skew the figures.
     state = REPO / ".state" / "bench"
-    localstack.down(state)
-    shutil.rmtree(state, ignore_errors=True)
-    stack = localstack.up(state)
-    apply_migrations(stack.database_url)
-    settings = Settings(
-        database_url=stack.database_url, mqtt_port=stack.mqtt_port, environment="test"
-    )  # type: ignore[arg-type]
+    settings = fresh_stack(state)
     logs = state
 
-    cpu = _cpu_model()
-    print(f"machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}")
+    print(machine())
     print(f"workload: {args.reports:,} reports x 10 apps = {args.reports * 10:,} items per run\n")
 
     n = args.reports

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -29,9 +27,9 @@ from pathlib import Path
 from uuid import UUID
 
 import httpx
+from throwaway_stack import fresh_stack, machine
 
 from flowbill import db, localstack
-from flowbill.migrate import apply_migrations
 from flowbill.settings import Settings
 from tenants import service as tenants
 from tenants.schemas import Role
@@ -229,13 +227,6 @@ def start_api(settings: Settings, port: int, workers: int, log: Path) -> subproc
     raise SystemExit(f"bench: the API did not start; see {log}")
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=500)
@@ -245,14 +236,8 @@ async def main() -> int:
     args = parser.parse_args()
 
     state = REPO / ".state" / "bench-wallet"
-    localstack.down(state)
-    shutil.rmtree(state, ignore_errors=True)
-    stack = localstack.up(state)
-    apply_migrations(stack.database_url)
-    settings = Settings(
-        database_url=stack.database_url, mqtt_port=stack.mqtt_port, environment="test"
-    )  # type: ignore[arg-type]
-    print(f"machine: {os.cpu_count()} cores, {_cpu_model()}; Python {platform.python_version()}")
+    settings = fresh_stack(state)
+    print(machine())
     print(
         f"workload: {args.users} wallets, {args.seconds:.0f} s per run, {args.concurrency}"
         f" requests at once, API with {args.workers} worker processes\n"

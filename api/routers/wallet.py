@@ -8,6 +8,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, BackgroundTasks, Query, status
+from psycopg_pool import AsyncConnectionPool
 
 from api.deps import (
     ConnDep,
@@ -21,7 +22,10 @@ from api.deps import (
     ledger_key,
     providers,
 )
+from flowbill.db import Connection
+from flowbill.settings import Settings
 from wallet import exchange, reports, withdrawals
+from wallet.gateways import HttpGateways
 from wallet.schemas import (
     BalancePublic,
     CarrierOrderPublic,
@@ -82,6 +86,29 @@ async def carriers(conn: ConnDep, _: DriverCaller) -> list[CarrierPublic]:
     return await withdrawals.carriers(conn)
 
 
+def _submit_after_response(
+    background: BackgroundTasks,
+    pool: AsyncConnectionPool[Connection],
+    gateways: HttpGateways,
+    settings: Settings,
+    order: CarrierOrderPublic,
+    phone: str,
+) -> None:
+    # After the response, so after the commit: the carrier only hears of committed orders.
+    background.add_task(
+        after_response,
+        withdrawals.submit(
+            pool,
+            gateways,
+            order_id=order.order_id,
+            msisdn=phone,
+            callback_url=callback_url(settings),
+            now=datetime.now(UTC),
+        ),
+        what="carrier submission",
+    )
+
+
 @router.post("/top-ups", status_code=status.HTTP_202_ACCEPTED)
 async def top_up(
     conn: ConnDep,
@@ -102,18 +129,7 @@ async def top_up(
         conn, user=str(caller.tenant_id), key=key, body=body, now=datetime.now(UTC)
     )
     if new:
-        background.add_task(
-            after_response,
-            withdrawals.submit(
-                pool,
-                gateways,
-                order_id=order.order_id,
-                msisdn=body.phone,
-                callback_url=callback_url(settings),
-                now=datetime.now(UTC),
-            ),
-            what="carrier submission",
-        )
+        _submit_after_response(background, pool, gateways, settings, order, body.phone)
     return order
 
 
@@ -133,18 +149,7 @@ async def transfer_in(
         conn, user=str(caller.tenant_id), key=key, body=body
     )
     if new:
-        background.add_task(
-            after_response,
-            withdrawals.submit(
-                pool,
-                gateways,
-                order_id=order.order_id,
-                msisdn=body.phone,
-                callback_url=callback_url(settings),
-                now=datetime.now(UTC),
-            ),
-            what="carrier submission",
-        )
+        _submit_after_response(background, pool, gateways, settings, order, body.phone)
     return order
 
 

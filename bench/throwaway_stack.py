@@ -1,0 +1,36 @@
+"""The benchmarks' own stack: a fresh PostgreSQL+TimescaleDB and Mosquitto per run, so no
+other data or broker session can skew the figures; and the line that names the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from pathlib import Path
+
+from flowbill import localstack
+from flowbill.migrate import apply_migrations
+from flowbill.settings import Settings
+
+
+def fresh_stack(state: Path) -> Settings:
+    """Start a migrated stack under `state` (anything there before is removed)."""
+    localstack.down(state)
+    shutil.rmtree(state, ignore_errors=True)
+    stack = localstack.up(state)
+    apply_migrations(stack.database_url)
+    return Settings(
+        database_url=stack.database_url,  # type: ignore[arg-type]
+        mqtt_port=stack.mqtt_port,
+        environment="test",
+    )
+
+
+def machine() -> str:
+    """Cores, CPU model and Python version, for the first line of every report."""
+    model = platform.processor()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return f"machine: {os.cpu_count()} cores, {model}; Python {platform.python_version()}"
