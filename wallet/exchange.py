@@ -15,6 +15,7 @@ Talking to the providers happens outside the request's transaction, so `process`
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -525,14 +526,10 @@ async def reconcile(
     metrics.WALLET_RECONCILED.labels("exchange").inc(len(order_ids))
     for order_id in order_ids:
         await process(pool, providers, order_id=order_id, now=now, ask_status=True)
-    confirmed = failed = 0
     async with pool.connection() as conn:
-        for order_id in order_ids:
-            order = await _fresh(conn, order_id)
-            if order.state in {"fulfilled", "paid"} and order.fulfilment_state != "pending":
-                confirmed += order.state == "fulfilled"
-            if order.state in {"failed", "refunded"}:
-                failed += 1
+        states = Counter([(await _fresh(conn, order_id)).state for order_id in order_ids])
+    confirmed = states["fulfilled"]
+    failed = states["failed"] + states["refunded"]
     return ReconcileReport(
         examined=len(order_ids),
         confirmed=confirmed,
