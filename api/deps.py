@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -55,6 +57,37 @@ async def _transaction(
         await pool.putconn(conn)
 
 
+@asynccontextmanager
+async def _pooled(pool: AsyncConnectionPool[Connection]) -> AsyncIterator[Connection]:
+    try:
+        conn = await pool.getconn(timeout=5.0)
+    except PoolTimeout as exc:
+        raise Unavailable("the database is not reachable") from exc
+    try:
+        yield conn
+    finally:
+        await pool.putconn(conn)
+
+
+@asynccontextmanager
+async def statement_connection(pool: AsyncConnectionPool[Connection]) -> AsyncIterator[Connection]:
+    """A pooled connection in autocommit mode, for a command that is one SQL statement (such
+    as wallet_place_order): the statement is its own transaction, committed before its result
+    comes back, so the answer follows the commit as with ConnDep, one round trip instead of
+    three. Take it in the endpoint's body, after the dependencies (a caller check may need a
+    connection of its own), and use DriverCallerWithoutTransaction rather than ConnDep."""
+    async with _pooled(pool) as conn:
+        await conn.set_autocommit(True)
+        try:
+            yield conn
+        finally:
+            try:
+                await conn.set_autocommit(False)
+            except psycopg.Error:
+                # Still busy (its statement was interrupted) or broken: never reused.
+                await conn.close()
+
+
 async def _gateways(request: Request) -> HttpGateways:
     gateways: HttpGateways = request.app.state.gateways
     return gateways
@@ -71,28 +104,54 @@ ConnDep = Annotated[Connection, Depends(_transaction, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fbk_…`")
 
 
-async def _caller(
-    conn: ConnDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Caller:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _api_key(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise InvalidApiKey("send the API key as `Authorization: Bearer <key>`")
-    return await tenants.authenticate(conn, credentials.credentials)
+    return credentials.credentials
+
+
+async def _caller(conn: ConnDep, credentials: Credentials) -> Caller:
+    return await tenants.authenticate(conn, _api_key(credentials))
+
+
+async def _caller_without_transaction(pool: PoolDep, credentials: Credentials) -> Caller:
+    # For commands that are one SQL statement (statement_connection): a key verified lately
+    # needs no database; another is checked in a short transaction of its own, over before
+    # the endpoint takes its connection, so a request never holds two at once.
+    api_key = _api_key(credentials)
+    caller = tenants.remembered_caller(api_key)
+    if caller is not None:
+        return caller
+    async with _pooled(pool) as conn, conn.transaction():
+        return await tenants.authenticate(conn, api_key)
 
 
 CurrentCaller = Annotated[Caller, Depends(_caller)]
+
+
+def _admit(caller: Caller, roles: tuple[Role, ...]) -> Caller:
+    if caller.role not in roles:
+        allowed = ", ".join(r.value for r in roles)
+        raise RoleNotAllowed(f"this endpoint is for: {allowed}")
+    return caller
 
 
 def require_role(*roles: Role) -> Callable[[Caller], Coroutine[Any, Any, Caller]]:
     """A dependency that admits only callers of the given roles."""
 
     async def check(caller: CurrentCaller) -> Caller:
-        if caller.role not in roles:
-            allowed = ", ".join(r.value for r in roles)
-            raise RoleNotAllowed(f"this endpoint is for: {allowed}")
-        return caller
+        return _admit(caller, roles)
 
     return check
+
+
+async def _driver_without_transaction(
+    caller: Annotated[Caller, Depends(_caller_without_transaction)],
+) -> Caller:
+    return _admit(caller, (Role.DRIVER,))
 
 
 OperatorCaller = Annotated[Caller, Depends(require_role(Role.OPERATOR))]
@@ -100,6 +159,10 @@ MerchantCaller = Annotated[Caller, Depends(require_role(Role.MERCHANT))]
 PartnerCaller = Annotated[Caller, Depends(require_role(Role.PARTNER))]
 AppCaller = Annotated[Caller, Depends(require_role(Role.APP))]
 DriverCaller = Annotated[Caller, Depends(require_role(Role.DRIVER))]
+SponsorCaller = Annotated[Caller, Depends(require_role(Role.SPONSOR))]
+# A driver, for an endpoint that opens no request transaction: its command is one SQL
+# statement on statement_connection (the redemption, for its throughput).
+DriverCallerWithoutTransaction = Annotated[Caller, Depends(_driver_without_transaction)]
 
 IdempotencyKey = Annotated[
     str,

@@ -5,10 +5,16 @@ A redemption is an exchange order of one catalogue item (1 MB, no money part, fu
 merchant): it authenticates the user, takes the data from the wallet's earliest-expiring lot
 into a balanced ledger transaction under an idempotency key, and records the order and its
 events. Each request goes to one of many users' wallets (one wallet serialises its own
-redemptions, by design).
+redemptions, by design). Every request carries a fresh Idempotency-Key and is committed (with
+the cluster's synchronous commit) before its answer.
 
 Ceilings: `GET /healthz` (the HTTP stack with no database) and an authenticated
-`GET /v1/wallet` (one key lookup and one read), at the same concurrency.
+`GET /v1/wallet` (the key check and one read), at the same concurrency.
+
+Everything runs on this one machine: the load generator (wrk), the API's worker processes and
+PostgreSQL share its cores, and so does whatever else runs on it (the load average is printed
+before and after). Figures vary from run to run; compare them with the ceilings of the same
+run, and run it more than once.
 """
 
 from __future__ import annotations
@@ -164,6 +170,11 @@ end
 """
 
 
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} (1 min), {five:.2f} (5 min), {fifteen:.2f} (15 min)"
+
+
 def _milliseconds(text: str) -> float:
     value = float(text.rstrip("usm"))
     unit = text.lstrip("0123456789.")
@@ -201,14 +212,16 @@ def wrk_run(
     return Run(name, rate, p50, p99, total, failures)
 
 
-def start_api(settings: Settings, port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
+def start_api(
+    settings: Settings, port: int, workers: int, pool: int, log: Path
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "FLOWBILL_DATABASE_URL": settings.database_dsn,
         "FLOWBILL_MQTT_PORT": str(settings.mqtt_port),
         "FLOWBILL_ENVIRONMENT": "test",
         "FLOWBILL_LOG_LEVEL": "WARNING",
-        "FLOWBILL_DATABASE_POOL_MAX": "20",
+        "FLOWBILL_DATABASE_POOL_MAX": str(pool),
     }
     process = subprocess.Popen(
         [str(REPO / ".venv" / "bin" / "flowbill"), "serve", "--port", str(port),
@@ -233,6 +246,9 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="API worker processes")
+    # A redemption holds its connection for one statement: a few per worker keep the cores
+    # for work rather than for switching between dozens of database backends.
+    parser.add_argument("--pool", type=int, default=8, help="database connections per worker")
     args = parser.parse_args()
 
     state = REPO / ".state" / "bench-wallet"
@@ -240,21 +256,26 @@ async def main() -> int:
     print(machine())
     print(
         f"workload: {args.users} wallets, {args.seconds:.0f} s per run, {args.concurrency}"
-        f" requests at once, API with {args.workers} worker processes\n"
+        f" requests at once, API with {args.workers} worker processes of {args.pool} database"
+        " connections each"
+    )
+    print(
+        f"shared: wrk, the API and PostgreSQL run on the same {os.cpu_count()} cores;"
+        f" load average before: {_load()}\n"
     )
     users, item_id = await prepare(settings, args.users)
     runs: list[Run] = []
     runs.append(await service_layer(settings, users, item_id, concurrency=8, seconds=args.seconds))
     print(f"  measured {runs[-1].name}", flush=True)
     port = localstack._free_port()
-    api = start_api(settings, port, args.workers, state / "api.log")
+    api = start_api(settings, port, args.workers, args.pool, state / "api.log")
     base = f"http://127.0.0.1:{port}"
     keys_file = state / "bench-keys.txt"
     keys_file.write_text("".join(f"{key}\n" for _, key in users))
     try:
         for name, method, path, body in (
             ("ceiling: GET /healthz (no database)", "GET", "/healthz", None),
-            ("ceiling: GET /v1/wallet (key lookup + one read)", "GET", "/v1/wallet", None),
+            ("ceiling: GET /v1/wallet (key check + one read)", "GET", "/v1/wallet", None),
             ("redemptions: POST /v1/wallet/exchange-orders", "POST", "/v1/wallet/exchange-orders",
              f'{{"item_id": "{item_id}"}}'),
         ):  # fmt: skip
@@ -292,6 +313,7 @@ async def main() -> int:
           f"{'met' if met else 'NOT met'} ({redemptions.rate:,.0f}/s, p99 "
           f"{redemptions.p99_ms:.1f} ms)")  # fmt: skip
     print(f"books after the run: {'balanced' if not problems else problems[:3]}")
+    print(f"load average after: {_load()} (other work on the machine skews the figures)")
     localstack.down(state)
     return 0 if not problems else 1
 

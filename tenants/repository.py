@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from psycopg.rows import class_row
@@ -133,5 +133,13 @@ async def find_active_key(conn: Connection, key_id: str) -> KeyOwner | None:
         return await cur.fetchone()
 
 
-async def touch_key(conn: Connection, key_id: str) -> None:
-    await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE key_id = %s", (key_id,))
+async def touch_key(conn: Connection, key_id: str, *, every: timedelta) -> None:
+    """Record that the key was used, unless it was within `every`; never waits for another
+    request that is recording it (SKIP LOCKED)."""
+    await conn.execute(
+        """UPDATE api_keys SET last_used_at = now()
+           WHERE key_id = (SELECT key_id FROM api_keys
+                           WHERE key_id = %s AND (last_used_at IS NULL OR last_used_at < now() - %s)
+                           FOR UPDATE SKIP LOCKED)""",
+        (key_id, every),
+    )

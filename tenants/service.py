@@ -2,6 +2,12 @@
 
 A key is `fbk_<key id>_<secret>`. Only the SHA-256 of the 256-bit secret is stored: the
 secret is random, so a fast hash is as strong as a slow one and keeps each request cheap.
+
+A verified key is remembered by each API process for KEY_CACHE_SECONDS, so that most requests
+need no database read to know their caller. So a key revoked, or a tenant disabled, stops
+working within KEY_CACHE_SECONDS in every process; in the process that revoked or disabled it,
+usually at once (its entries are dropped then, but a request racing with that transaction may
+still remember the key for KEY_CACHE_SECONDS).
 """
 
 from __future__ import annotations
@@ -10,6 +16,9 @@ import hashlib
 import hmac
 import secrets
 import string
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -27,7 +36,10 @@ from tenants.schemas import (
 
 _KEY_PREFIX = "fbk"
 _KEY_ID_ALPHABET = string.ascii_lowercase + string.digits
-_TOUCH_EVERY = timedelta(minutes=5)
+# last_used_at is written at most this often per key, not on every request.
+_TOUCH_EVERY = timedelta(minutes=1)
+KEY_CACHE_SECONDS = 5.0
+KEY_CACHE_ENTRIES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,51 @@ class Caller:
     name: str
     role: Role
     key_id: str
+
+
+class VerifiedKeys:
+    """Keys verified recently, by the SHA-256 of the whole key: a bounded LRU whose entries
+    expire `ttl_seconds` after their verification. Failures are never remembered."""
+
+    def __init__(
+        self, *, ttl_seconds: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[bytes, tuple[float, Caller]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, digest: bytes) -> Caller | None:
+        found = self._entries.get(digest)
+        if found is None:
+            return None
+        verified_at, caller = found
+        if self.clock() - verified_at >= self.ttl_seconds:
+            del self._entries[digest]
+            return None
+        self._entries.move_to_end(digest)
+        return caller
+
+    def put(self, digest: bytes, caller: Caller) -> None:
+        self._entries[digest] = (self.clock(), caller)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, *, tenant_id: UUID, key_id: str | None = None) -> None:
+        """Drop the tenant's keys (or one of them) at once, e.g. when revoked or disabled."""
+        for digest, (_, caller) in list(self._entries.items()):
+            if caller.tenant_id == tenant_id and key_id in (None, caller.key_id):
+                del self._entries[digest]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+VERIFIED_KEYS = VerifiedKeys(ttl_seconds=KEY_CACHE_SECONDS, max_entries=KEY_CACHE_ENTRIES)
 
 
 def _public_tenant(row: repository.TenantRow) -> TenantPublic:
@@ -108,6 +165,8 @@ async def set_disabled(conn: Connection, tenant_id: UUID, *, disabled: bool) -> 
     row = await repository.set_tenant_disabled(conn, tenant_id, disabled=disabled)
     if row is None:
         raise TenantNotFound(f"no tenant {tenant_id}")
+    if disabled:
+        VERIFIED_KEYS.forget(tenant_id=tenant_id)
     return _public_tenant(row)
 
 
@@ -121,6 +180,7 @@ async def revoke_key(conn: Connection, *, tenant_id: UUID, key_id: str) -> ApiKe
     row = await repository.revoke_key(conn, tenant_id=tenant_id, key_id=key_id)
     if row is None:
         raise ApiKeyNotFound(f"no key {key_id!r} for this tenant")
+    VERIFIED_KEYS.forget(tenant_id=tenant_id, key_id=key_id)
     return _public_key(row)
 
 
@@ -135,7 +195,13 @@ def _split_key(api_key: str) -> tuple[str, str] | None:
 
 
 async def authenticate(conn: Connection, api_key: str, *, now: datetime | None = None) -> Caller:
-    """The caller a key belongs to, or InvalidApiKey (the same error for every failure)."""
+    """The caller a key belongs to, or InvalidApiKey (the same error for every failure).
+
+    A key verified within KEY_CACHE_SECONDS is answered from memory (VERIFIED_KEYS).
+    """
+    caller = remembered_caller(api_key)
+    if caller is not None:
+        return caller
     parts = _split_key(api_key)
     if parts is None:
         raise InvalidApiKey("the API key is malformed")
@@ -145,5 +211,18 @@ async def authenticate(conn: Connection, api_key: str, *, now: datetime | None =
         raise InvalidApiKey("the API key is unknown, revoked, or its tenant is disabled")
     now = now or datetime.now(UTC)
     if owner.last_used_at is None or now - owner.last_used_at > _TOUCH_EVERY:
-        await repository.touch_key(conn, key_id)
-    return Caller(tenant_id=owner.tenant_id, name=owner.name, role=Role(owner.role), key_id=key_id)
+        await repository.touch_key(conn, key_id, every=_TOUCH_EVERY)
+    caller = Caller(
+        tenant_id=owner.tenant_id, name=owner.name, role=Role(owner.role), key_id=key_id
+    )
+    VERIFIED_KEYS.put(_remembered_as(api_key), caller)
+    return caller
+
+
+def _remembered_as(api_key: str) -> bytes:
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+def remembered_caller(api_key: str) -> Caller | None:
+    """The caller of a key verified within KEY_CACHE_SECONDS in this process, if any."""
+    return VERIFIED_KEYS.get(_remembered_as(api_key))

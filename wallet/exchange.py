@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -27,9 +26,11 @@ from flowbill import metrics
 from flowbill.db import Connection
 from wallet import repository, service
 from wallet.errors import (
+    CarrierNotFound,
     CarrierRequired,
     IdempotencyKeyReused,
     InsufficientBalance,
+    InvalidAmount,
     ItemLimitReached,
     ItemNotFound,
     NotReturnable,
@@ -50,7 +51,7 @@ from wallet.schemas import (
     ReconcileReport,
     ReturnRequest,
 )
-from wallet.service import DATA, PLATFORM, AccountKind
+from wallet.service import DATA, MAX_AMOUNT, PLATFORM, AccountKind
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +103,6 @@ async def catalogue(conn: Connection, *, active_only: bool = True) -> list[Catal
     return [_item_public(i) for i in await repository.list_items(conn, active_only=active_only)]
 
 
-def unit_bytes(item: ItemRow, carrier_id: str | None) -> int:
-    """The MB price of one unit for a user of `carrier_id`."""
-    if not item.carrier_prices:
-        return item.price_bytes
-    if carrier_id is None:
-        raise CarrierRequired(
-            f"{item.name} is priced per carrier", carriers=sorted(item.carrier_prices)
-        )
-    return int(item.carrier_prices.get(carrier_id, item.price_bytes))
-
-
 async def _public(
     conn: Connection,
     order: ExchangeOrderRow,
@@ -151,57 +141,47 @@ async def place_order(
     conn: Connection, *, user: str, key: str, body: ExchangeOrderRequest, now: datetime
 ) -> tuple[ExchangeOrderPublic, bool]:
     """Take stock and data for an order; returns it and whether a new order now needs the
-    providers (a money part to charge, or goods a provider delivers) through `process`."""
-    item = await repository.get_item(conn, body.item_id)
-    if item is None or not item.active:
-        raise ItemNotFound(f"no item {body.item_id} in the catalogue")
-    price = unit_bytes(item, body.carrier_id)
-    money = item.price_minor
-    order, created = await repository.insert_exchange_order(
-        conn, user_id=user, key=key, item_id=item.item_id, quantity=body.quantity,
-        carrier_id=body.carrier_id, unit_bytes=price, unit_minor=money,
-        currency=item.currency, state="placed", payment_state="pending" if money else "none",
+    providers (a money part to charge, or goods a provider delivers) through `process`.
+
+    One statement (migrations/0012), so it may run in a transaction of the caller's or as
+    its own (autocommit): the wallet's lock serialises this user's orders, so the per-user
+    limit and the balance hold; a repeat of the key returns the first order; a refusal
+    leaves nothing written.
+    """
+    placed = await repository.place_exchange_order(
+        conn, user_id=user, key=key, item_id=body.item_id, quantity=body.quantity,
+        carrier_id=body.carrier_id, now=now,
     )  # fmt: skip
-    if not created:
-        if (order.item_id, order.quantity, order.carrier_id) != (
-            body.item_id, body.quantity, body.carrier_id,
-        ):  # fmt: skip
+    name = placed.item_name
+    match placed.outcome:
+        case "placed" | "existing" if placed.order is not None:
+            order = placed.order
+        case "no_item":
+            raise ItemNotFound(f"no item {body.item_id} in the catalogue")
+        case "carrier_required":
+            raise CarrierRequired(f"{name} is priced per carrier", carriers=placed.item_carriers)
+        case "unknown_carrier":
+            raise CarrierNotFound(f"no carrier {body.carrier_id!r}")
+        case "key_reused":
             raise IdempotencyKeyReused("this Idempotency-Key was used for another order")
-        return await _public(conn, order), False
-    if item.per_user_limit is not None:
-        wallet = await repository.find_account(
-            conn, kind=AccountKind.USER_WALLET.value, owner=user, asset=DATA
-        )
-        if wallet is None:
+        case "invalid_amount":
+            raise InvalidAmount(f"an order may take at most {MAX_AMOUNT} bytes")
+        case "no_wallet":
             raise InsufficientBalance("the wallet is empty")
-        # The wallet's lock serialises this user's orders: the count below holds.
-        await repository.lock_account(conn, wallet)
-        held = await repository.units_ordered(conn, user_id=user, item_id=item.item_id)
-        if held + body.quantity > item.per_user_limit:
+        case "limit_reached":
             raise ItemLimitReached(
-                f"one person may hold {item.per_user_limit} of {item.name}; you have {held}"
+                f"one person may hold {placed.item_limit} of {name}; you have {placed.held_units}"
             )
-    if item.stock is not None and not await repository.take_stock(
-        conn, item.item_id, body.quantity
-    ):
-        raise OutOfStock(f"fewer than {body.quantity} of {item.name} are left")
-    spent = await service.spend(
-        conn, key=f"exchange-order:{order.order_id}:spend", user=user,
-        data_bytes=price * body.quantity, to_kind=AccountKind.IN_FLIGHT,
-        to_owner=IN_FLIGHT_OWNER, now=now,
-        memo={"exchange_order": str(order.order_id), "item": item.name,
-              "quantity": body.quantity},
-    )  # fmt: skip
-    events: list[tuple[str, str | None]] = [("placed", None)]
-    changes: dict[str, object] = {"spend_txn_id": spent.txn_id}
-    if not money:
-        changes["state"] = "paid"
-        events.append(("paid", "no money part"))
-    await repository.update_exchange_order(conn, order.order_id, **changes)
-    await repository.add_order_events(conn, order.order_id, events)
-    placed = replace(order, **changes)  # type: ignore[arg-type]
-    needs_providers = bool(money) or item.kind != ItemKind.MERCHANT_GOODS.value
-    return await _public(conn, placed, events=[(s, d, now) for s, d in events]), needs_providers
+        case "insufficient":
+            raise InsufficientBalance("the wallet holds less unexpired data than asked")
+        case "out_of_stock":
+            raise OutOfStock(f"fewer than {body.quantity} of {name} are left")
+        case unexpected:
+            raise RuntimeError(f"wallet_place_order answered {unexpected!r}")
+    needs_providers = placed.outcome == "placed" and (
+        order.unit_minor > 0 or placed.item_kind != ItemKind.MERCHANT_GOODS.value
+    )
+    return await _public(conn, order, events=placed.events), needs_providers
 
 
 async def get_order(

@@ -17,6 +17,7 @@ from wallet.errors import (
     CampaignEnded,
     CampaignNotFound,
     EventIdReused,
+    IdempotencyKeyReused,
     NoCheckInFunding,
     PartnerNotLinked,
     PriceNotConfigured,
@@ -371,22 +372,33 @@ async def check_in(
         assert campaign is not None
         # The ledger key names the user and the day: a concurrent second check-in waits for
         # the first and finds its grant.
-        granted = await service.grant(
-            conn, key=f"check-in:{user}:{today.isoformat()}", funder=str(campaign.campaign_id),
-            funder_kind=AccountKind.CAMPAIGN, user=user, data_bytes=amount,
-            expires_at=now + timedelta(days=min(rules.validity_days, campaign.validity_days)),
-            source=f"check-in:{campaign.campaign_id}", now=now,
-            memo={"campaign_id": str(campaign.campaign_id), "check_in_day": today.isoformat(),
-                  "streak": streak, "merchant_id": str(campaign.merchant_id)},
-        )  # fmt: skip
-        await repository.insert_check_in(
-            conn, user_id=user, day=today, streak=streak, app_id=app_id,
-            campaign_id=campaign.campaign_id, data_bytes=amount, txn_id=granted.txn_id,
-            lot_id=granted.lot_id,
-        )  # fmt: skip
-        done = await repository.check_in_on(conn, user, today)
+        try:
+            granted = await service.grant(
+                conn, key=f"check-in:{user}:{today.isoformat()}",
+                funder=str(campaign.campaign_id), funder_kind=AccountKind.CAMPAIGN, user=user,
+                data_bytes=amount,
+                expires_at=now + timedelta(days=min(rules.validity_days, campaign.validity_days)),
+                source=f"check-in:{campaign.campaign_id}", now=now,
+                memo={"campaign_id": str(campaign.campaign_id),
+                      "check_in_day": today.isoformat(), "streak": streak,
+                      "merchant_id": str(campaign.merchant_id)},
+            )  # fmt: skip
+        except IdempotencyKeyReused:
+            # A concurrent check-in of the same day committed first: its expiry, counted from
+            # its own moment, differs from ours by a little. That one is today's.
+            done = await repository.check_in_on(conn, user, today)
+            if done is None:
+                raise
+            granted = None
+        if granted is not None:
+            await repository.insert_check_in(
+                conn, user_id=user, day=today, streak=streak, app_id=app_id,
+                campaign_id=campaign.campaign_id, data_bytes=amount, txn_id=granted.txn_id,
+                lot_id=granted.lot_id,
+            )  # fmt: skip
+            done = await repository.check_in_on(conn, user, today)
         assert done is not None
-        if granted.new:
+        if granted is not None and granted.new:
             return CheckInResult(
                 user_id=user_id, day=today, streak=done.streak, data_bytes=amount,
                 already_checked_in=False, expires_at=await _lot_expiry(conn, done.lot_id),

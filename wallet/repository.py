@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime
 from uuid import UUID
 
@@ -986,15 +986,6 @@ async def list_items(conn: Connection, *, active_only: bool) -> list[ItemRow]:
         return await cur.fetchall()
 
 
-async def take_stock(conn: Connection, item_id: UUID, quantity: int) -> bool:
-    """Take items from a limited stock; False when not enough are left."""
-    cur = await conn.execute(
-        "UPDATE catalogue_items SET stock = stock - %s WHERE item_id = %s AND stock >= %s",
-        (quantity, item_id, quantity),
-    )
-    return cur.rowcount == 1
-
-
 async def restock(conn: Connection, item_id: UUID, quantity: int) -> None:
     await conn.execute(
         "UPDATE catalogue_items SET stock = stock + %s WHERE item_id = %s AND stock IS NOT NULL",
@@ -1002,32 +993,45 @@ async def restock(conn: Connection, item_id: UUID, quantity: int) -> None:
     )
 
 
-async def insert_exchange_order(
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What `wallet_place_order` (migrations/0012) did: its outcome, what a refusal needs to
+    explain itself, and the order with its events (placed, or the first of a repeat)."""
+
+    outcome: str
+    held_units: int | None
+    item_name: str | None
+    item_kind: str | None
+    item_limit: int | None
+    item_carriers: list[str] | None
+    order: ExchangeOrderRow | None
+    events: list[tuple[str, str | None, datetime]]
+
+
+_ORDER_FIELDS = [f.name for f in fields(ExchangeOrderRow)]
+_PLACE_ORDER = (
+    "SELECT r.outcome, r.held_units, r.item_name, r.item_kind, r.item_limit, r.item_carriers,"
+    " r.event_states, r.event_details, r.event_ats, "
+    + ", ".join(f"(r.placed).{name}" for name in _ORDER_FIELDS)
+    + " FROM wallet_place_order(%s, %s, %s, %s, %s, %s) r"
+)
+
+
+async def place_exchange_order(
     conn: Connection, *, user_id: str, key: str, item_id: UUID, quantity: int,
-    carrier_id: str | None, unit_bytes: int, unit_minor: int, currency: str, state: str,
-    payment_state: str,
-) -> tuple[ExchangeOrderRow, bool]:  # fmt: skip
-    async with conn.cursor(row_factory=class_row(ExchangeOrderRow)) as cur:
-        await cur.execute(
-            """
-            INSERT INTO exchange_orders (user_id, idempotency_key, item_id, quantity, carrier_id,
-                unit_bytes, unit_minor, currency, state, payment_state, fulfilment_state)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'waiting')
-            ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING *
-            """,
-            (user_id, key, item_id, quantity, carrier_id, unit_bytes, unit_minor, currency, state,
-             payment_state),
-        )  # fmt: skip
-        row = await cur.fetchone()
-        if row is not None:
-            return row, True
-        await cur.execute(
-            "SELECT * FROM exchange_orders WHERE user_id = %s AND idempotency_key = %s",
-            (user_id, key),
-        )
-        found = await cur.fetchone()
-        assert found is not None
-        return found, False
+    carrier_id: str | None, now: datetime,
+) -> Placement:  # fmt: skip
+    """Place an order in one round trip: item, order, limit, stock, spend and events."""
+    cur = await conn.execute(_PLACE_ORDER, (user_id, key, item_id, quantity, carrier_id, now))
+    row = await cur.fetchone()
+    assert row is not None
+    outcome, held, name, kind, limit, carriers, states, details, ats = row[:9]
+    order = None if row[9] is None else ExchangeOrderRow(*row[9:])
+    return Placement(
+        outcome=outcome, held_units=held, item_name=name, item_kind=kind, item_limit=limit,
+        item_carriers=carriers, order=order,
+        events=list(zip(states or [], details or [], ats or [], strict=True)),
+    )  # fmt: skip
 
 
 async def get_exchange_order(
@@ -1057,20 +1061,6 @@ async def exchange_orders_of(
         return await cur.fetchall()
 
 
-async def units_ordered(conn: Connection, *, user_id: str, item_id: UUID) -> int:
-    """Units of an item a user holds or has on order (returned and failed ones excluded)."""
-    cur = await conn.execute(
-        """
-        SELECT coalesce(sum(quantity - returned_quantity), 0) FROM exchange_orders
-        WHERE user_id = %s AND item_id = %s AND state NOT IN ('failed', 'refunded')
-          AND spend_txn_id IS NOT NULL
-        """,
-        (user_id, item_id),
-    )
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
 async def update_exchange_order(conn: Connection, order_id: UUID, **changes: object) -> None:
     allowed = {"state", "payment_state", "fulfilment_state", "reason", "voucher", "spend_txn_id",
                "payment_txn_id", "returned_quantity"}  # fmt: skip
@@ -1079,18 +1069,6 @@ async def update_exchange_order(conn: Connection, order_id: UUID, **changes: obj
     await conn.execute(
         f"UPDATE exchange_orders SET {sets}, updated_at = now() WHERE order_id = %s",
         [*changes.values(), order_id],
-    )
-
-
-async def add_order_events(
-    conn: Connection, order_id: UUID, events: Sequence[tuple[str, str | None]]
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO exchange_order_events (order_id, state, detail)
-        SELECT %s, state, detail FROM unnest(%s::text[], %s::text[]) AS e(state, detail)
-        """,
-        (order_id, [state for state, _ in events], [detail for _, detail in events]),
     )
 
 
@@ -1179,3 +1157,19 @@ async def open_exchange_work(
         (older_than, limit),
     )
     return orders, [row[0] for row in await cur.fetchall()]
+
+
+async def spendable_by_owner(
+    conn: Connection, owners: Sequence[str], *, now: datetime
+) -> dict[str, int]:
+    """Unexpired data in each user's wallet (users without a wallet are absent)."""
+    cur = await conn.execute(
+        """SELECT a.owner, coalesce(sum(l.remaining), 0)
+           FROM ledger_accounts a
+           LEFT JOIN wallet_lots l
+             ON l.account_id = a.account_id AND l.remaining > 0 AND l.expires_at > %s
+           WHERE a.kind = 'user_wallet' AND a.asset = 'data' AND a.owner = ANY(%s)
+           GROUP BY a.owner""",
+        (now, list(owners)),
+    )
+    return {r[0]: int(r[1]) for r in await cur.fetchall()}

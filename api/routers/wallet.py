@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.deps import (
     ConnDep,
     DriverCaller,
+    DriverCallerWithoutTransaction,
     GatewaysDep,
     IdempotencyKey,
     PoolDep,
@@ -21,6 +22,7 @@ from api.deps import (
     callback_url,
     ledger_key,
     providers,
+    statement_connection,
 )
 from flowbill.db import Connection
 from flowbill.settings import Settings
@@ -175,11 +177,10 @@ async def catalogue(conn: ConnDep, _: DriverCaller) -> list[CatalogueItemPublic]
 
 @router.post("/exchange-orders", status_code=status.HTTP_202_ACCEPTED)
 async def place_order(
-    conn: ConnDep,
     pool: PoolDep,
     gateways: GatewaysDep,
     settings: SettingsDep,
-    caller: DriverCaller,
+    caller: DriverCallerWithoutTransaction,
     key: IdempotencyKey,
     body: ExchangeOrderRequest,
     background: BackgroundTasks,
@@ -189,10 +190,13 @@ async def place_order(
     The data and stock are taken at once; payment and delivery follow. An order moves
     placed → paid → fulfilled, or failed → refunded (data back to your lots).
     """
-    order, to_process = await exchange.place_order(
-        conn, user=str(caller.tenant_id), key=ledger_key(caller, "exchange", key), body=body,
-        now=datetime.now(UTC),
-    )  # fmt: skip
+    # Placing an order is one SQL statement (migrations/0012), so it is its own transaction:
+    # committed before the answer, in one round trip to the database.
+    async with statement_connection(pool) as conn:
+        order, to_process = await exchange.place_order(
+            conn, user=str(caller.tenant_id), key=ledger_key(caller, "exchange", key),
+            body=body, now=datetime.now(UTC),
+        )  # fmt: skip
     if to_process:
         background.add_task(
             after_response,

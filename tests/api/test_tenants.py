@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 
 from flowbill.settings import Settings
+from tenants import service as tenants
 from tenants.schemas import Role
 from tests.conftest import assert_problem, bearer, make_tenant
 
@@ -193,3 +195,93 @@ async def test_a_command_is_committed_before_its_answer(
         key_id = issued.json()["key_id"]
         await http.delete(f"/v1/me/keys/{key_id}", headers=bearer(key))
         assert (await http.get("/v1/me", headers=bearer(new_key))).status_code == 401
+
+
+def test_verified_keys_expire_and_stay_bounded() -> None:
+    now = [100.0]
+    keys = tenants.VerifiedKeys(ttl_seconds=5, max_entries=3, clock=lambda: now[0])
+    callers = [
+        tenants.Caller(tenant_id=uuid.uuid4(), name=f"t{n}", role=Role.DRIVER, key_id=f"{n:016d}")
+        for n in range(4)
+    ]
+    for n, caller in enumerate(callers[:3]):
+        keys.put(bytes([n]), caller)
+    assert keys.get(b"\x00") == callers[0]  # now the most recently used
+    keys.put(b"\x03", callers[3])
+    assert len(keys) == 3
+    assert keys.get(b"\x01") is None  # the least recently used went
+    now[0] += 4.9
+    assert keys.get(b"\x00") == callers[0]
+    now[0] += 0.1
+    assert keys.get(b"\x00") is None
+    keys.put(b"\x02", callers[2])
+    keys.forget(tenant_id=callers[2].tenant_id, key_id="another key")
+    assert keys.get(b"\x02") == callers[2]
+    keys.forget(tenant_id=callers[2].tenant_id)
+    assert keys.get(b"\x02") is None
+
+
+@pytest.mark.parametrize("change", ["revoke the key", "disable the tenant"])
+async def test_a_key_stopped_elsewhere_stops_working_within_the_cache_time(
+    http: httpx.AsyncClient,
+    settings: Settings,
+    committed_conn: psycopg.AsyncConnection,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    """Another API process (or a script) revokes a key or disables its tenant: this process
+    remembers the key as verified for KEY_CACHE_SECONDS at most, on every kind of endpoint."""
+    tenant_id, key = await make_tenant(settings, role=Role.DRIVER)
+    assert (await http.get("/v1/me", headers=bearer(key))).status_code == 200
+    if change == "revoke the key":
+        sql = "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s"
+        await committed_conn.execute(sql, (key.split("_")[1],))
+    else:
+        sql = "UPDATE tenants SET disabled_at = now() WHERE tenant_id = %s"
+        await committed_conn.execute(sql, (tenant_id,))
+    remembered_at = time.monotonic()
+    monkeypatch.setattr(tenants.VERIFIED_KEYS, "clock", lambda: remembered_at)
+    assert (await http.get("/v1/me", headers=bearer(key))).status_code == 200
+    later = remembered_at + tenants.KEY_CACHE_SECONDS
+    monkeypatch.setattr(tenants.VERIFIED_KEYS, "clock", lambda: later)
+    assert_problem(await http.get("/v1/me", headers=bearer(key)), 401, "invalid-api-key")
+    redeem = await http.post(
+        "/v1/wallet/exchange-orders",
+        json={"item_id": str(uuid.uuid4())},
+        headers={**bearer(key), "Idempotency-Key": "after-revocation"},
+    )
+    assert_problem(redeem, 401, "invalid-api-key")
+
+
+async def test_last_used_at_is_written_at_most_once_a_minute(
+    http: httpx.AsyncClient, settings: Settings, committed_conn: psycopg.AsyncConnection
+) -> None:
+    tenant_id, key = await make_tenant(settings, role=Role.DRIVER)
+    key_id = key.split("_")[1]
+
+    async def last_used() -> object:
+        cur = await committed_conn.execute(
+            "SELECT last_used_at FROM api_keys WHERE key_id = %s", (key_id,)
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row[0]
+
+    async def call_unremembered() -> None:
+        tenants.VERIFIED_KEYS.forget(tenant_id=uuid.UUID(tenant_id))
+        assert (await http.get("/v1/me", headers=bearer(key))).status_code == 200
+
+    assert await last_used() is None
+    await call_unremembered()
+    first = await last_used()
+    assert first is not None
+    await call_unremembered()
+    for _ in range(5):
+        assert (await http.get("/v1/me", headers=bearer(key))).status_code == 200
+    assert await last_used() == first
+    await committed_conn.execute(
+        "UPDATE api_keys SET last_used_at = now() - interval '61 seconds' WHERE key_id = %s",
+        (key_id,),
+    )
+    await call_unremembered()
+    assert await last_used() > first  # type: ignore[operator]
