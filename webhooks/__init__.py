@@ -1,0 +1,1 @@
+"""Webhooks signed per the Standard Webhooks spec, for every tenant (sponsors, merchants)."""

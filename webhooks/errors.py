@@ -1,0 +1,40 @@
+"""Errors of webhook endpoints, messages and replays."""
+
+from __future__ import annotations
+
+from flowbill.errors import Conflict, InvalidInput, NotFound
+
+
+class InvalidEndpointUrl(InvalidInput):
+    type_ = "invalid-webhook-url"
+    title = "The webhook URL is not accepted"
+
+
+class UnknownEventType(InvalidInput):
+    type_ = "unknown-event-type"
+    title = "No such webhook event type"
+
+
+class InvalidEvent(InvalidInput):
+    type_ = "invalid-webhook-event"
+    title = "The event cannot be sent as a webhook"
+
+
+class EndpointNotFound(NotFound):
+    type_ = "webhook-endpoint-not-found"
+    title = "Webhook endpoint not found"
+
+
+class MessageNotFound(NotFound):
+    type_ = "webhook-message-not-found"
+    title = "Webhook message not found"
+
+
+class EndpointDisabled(Conflict):
+    type_ = "webhook-endpoint-disabled"
+    title = "The webhook endpoint is disabled"
+
+
+class TooManyEndpoints(Conflict):
+    type_ = "too-many-webhook-endpoints"
+    title = "Too many webhook endpoints"
