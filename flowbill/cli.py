@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flowbill.logs import configure_logging
-from flowbill.settings import get_settings
+from flowbill.settings import Settings, get_settings
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -202,6 +202,8 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     import time
 
     from flowbill import db
+    from iot_cards import settlement
+    from iot_cards.gateways import HttpIotGateways
     from wallet import exchange, withdrawals
     from wallet.gateways import HttpGateways
 
@@ -221,15 +223,86 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
                 )
                 carrier = await withdrawals.reconcile(pool, gateways, now=now, grace=grace)
                 orders = await exchange.reconcile(pool, providers, now=now, grace=grace)
+                async with HttpIotGateways(
+                    settings.iot_gateway_url, timeout_seconds=settings.gateway_timeout_seconds
+                ) as iot_gateways:
+                    iot = await settlement.reconcile(
+                        pool, payments=gateways, invoicer=iot_gateways, identity=iot_gateways,
+                        now=now, grace=grace,
+                    )  # fmt: skip
                 return {
                     "carrier_orders": carrier.model_dump(),
                     "exchange_orders": orders.model_dump(),
+                    "iot_cards": iot.model_dump(),
                 }
         finally:
             await pool.close()
 
+    _serve_metrics(settings, args.metrics_port)
     while True:
         print(json.dumps(_run(once())), flush=True)
+        if not args.every:
+            return 0
+        time.sleep(args.every)
+
+
+def _serve_metrics(settings: Settings, port: int) -> None:
+    """A long-running command's /metrics for Prometheus (port 0: none)."""
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=settings.api_host)
+
+
+def _cmd_bill(args: argparse.Namespace) -> int:
+    from billing import runner
+
+    allocated = _run(
+        runner.run(get_settings(), once=args.once, metrics_port=args.metrics_port or None)
+    )
+    print(f"items allocated: {allocated}", flush=True)
+    return 0
+
+
+def _cmd_webhooks(args: argparse.Namespace) -> int:
+    from webhooks.delivery import run
+
+    _run(run(get_settings(), once=args.once, metrics_port=args.metrics_port or None))
+    return 0
+
+
+def _cmd_iot_gateway_simulator(args: argparse.Namespace) -> int:
+    from simulator.iot_gateways import behaviour_from_args, serve
+
+    serve(
+        host=args.host,
+        port=args.port,
+        behaviour=behaviour_from_args(args),
+        callback_secret=get_settings().gateway_callback_secret.get_secret_value(),
+    )
+    return 0
+
+
+def _cmd_iot_sweep(args: argparse.Namespace) -> int:
+    import time
+
+    from flowbill import db
+    from iot_cards import service as iot
+
+    async def once() -> dict[str, object]:
+        conn = await db.connect(get_settings(), application_name="flowbill-iot-sweep")
+        try:
+            async with conn.transaction():
+                now = datetime.now(UTC)
+                report: dict[str, object] = (await iot.sweep(conn, now=now)).model_dump()
+                report["alerts_queued"] = await iot.queue_usage_alerts(conn, now=now)
+                return report
+        finally:
+            await conn.close()
+
+    _serve_metrics(get_settings(), args.metrics_port)
+    while True:
+        print(json.dumps(_run(once()), default=str), flush=True)
         if not args.every:
             return 0
         time.sleep(args.every)
@@ -314,7 +387,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--every", type=float, default=0, help="repeat every N seconds")
     reconcile.add_argument("--grace", type=float, default=0, help="seconds an order stays open")
+    reconcile.add_argument(
+        "--metrics-port", type=int, default=0, help="serve /metrics here (0: off)"
+    )
     reconcile.set_defaults(func=_cmd_reconcile)
+
+    bill = sub.add_parser(
+        "bill",
+        help="allocate stored usage to its payers (sponsors, wallets, overage) and publish"
+        " each SIM's coverage; runs until stopped",
+    )
+    bill.add_argument(
+        "--once", action="store_true", help="stop when every stored item is allocated"
+    )
+    bill.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here (0: off)")
+    bill.set_defaults(func=_cmd_bill)
+
+    webhooks = sub.add_parser("webhooks", help="send due webhooks (signed), with retries")
+    webhooks.add_argument("--once", action="store_true", help="send what is due now and exit")
+    webhooks.add_argument(
+        "--metrics-port", type=int, default=0, help="serve /metrics here (0: off)"
+    )
+    webhooks.set_defaults(func=_cmd_webhooks)
+
+    iot_gateway = sub.add_parser(
+        "iot-gateway-simulator",
+        help="simulated identity-check provider and invoicing authority (not prod)",
+    )
+    iot_gateway.add_argument("--host", default="127.0.0.1")
+    iot_gateway.add_argument("--port", type=int, default=8091)
+    from simulator.iot_gateways import add_arguments as add_iot_gateway_arguments
+
+    add_iot_gateway_arguments(iot_gateway)
+    iot_gateway.set_defaults(func=_cmd_iot_gateway_simulator)
+
+    iot_sweep = sub.add_parser(
+        "iot-sweep",
+        help="apply scheduled IoT card commands, judge usage, queue merchants' usage alerts",
+    )
+    iot_sweep.add_argument("--every", type=float, default=0, help="repeat every N seconds")
+    iot_sweep.add_argument(
+        "--metrics-port", type=int, default=0, help="serve /metrics here (0: off)"
+    )
+    iot_sweep.set_defaults(func=_cmd_iot_sweep)
 
     gateway = sub.add_parser(
         "gateway-simulator", help="simulated carrier, payment and fulfilment gateways (not prod)"

@@ -102,3 +102,85 @@ WALLET_RECONCILED = Counter(
     "Open orders examined by reconciliation, by kind.",
     ["kind"],
 )
+
+# --- Billing: the allocation run and coverage --------------------------------------------------
+BILLING_ITEMS_ALLOCATED = Counter(
+    "flowbill_billing_items_allocated_total", "Usage items allocated to their payers."
+)
+BILLING_BYTES_ALLOCATED = Counter(
+    "flowbill_billing_bytes_allocated_total",
+    "Bytes allocated, by payer kind (sponsor, wallet, overage).",
+    ["payer_kind"],
+)
+BILLING_SPONSOR_BYTES = Counter(
+    "flowbill_billing_sponsor_bytes_total",
+    "Bytes paid by sponsors (the budget burn), by sponsor tenant (a bounded set).",
+    ["sponsor_id"],
+)
+BILLING_ADJUSTMENTS = Counter(
+    "flowbill_billing_adjustment_items_total",
+    "Items that arrived after their month's closing window and were booked later.",
+)
+BILLING_BATCH_SECONDS = Histogram(
+    "flowbill_billing_batch_seconds",
+    "Time to allocate one batch, from reading items to commit.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BILLING_LAG_SECONDS = Gauge(
+    "flowbill_billing_lag_seconds",
+    "Age of the oldest item in the last batch when it was allocated (receipt to allocation).",
+)
+BILLING_BACKLOG_ITEMS = Gauge(
+    "flowbill_billing_backlog_items", "Stored items not yet allocated, at the last check."
+)
+BILLING_ALERTS = Counter(
+    "flowbill_billing_alerts_total", "Cap and budget thresholds crossed, by kind.", ["kind"]
+)
+COVERAGE_PUBLISHED = Counter(
+    "flowbill_coverage_published_total", "Coverage messages published (retained) to SIMs."
+)
+COVERAGE_BLOCKED_APPS = Gauge(
+    "flowbill_coverage_blocked_sims", "SIMs with at least one blocked app, at the last refresh."
+)
+
+# Webhooks: outcome labels are a fixed set; never an endpoint, a tenant or a URL
+WEBHOOK_ATTEMPTS = Counter(
+    "flowbill_webhook_attempts_total",
+    "Webhook requests sent, by outcome (succeeded, http_error, timeout, network_error).",
+    ["outcome"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "flowbill_webhook_deliveries_total",
+    "Deliveries of a message to an endpoint that ended: succeeded, or failed after the last retry.",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "flowbill_webhook_attempt_duration_seconds",
+    "Webhook request latency (timeouts included).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WEBHOOK_QUEUE_DEPTH = Gauge(
+    "flowbill_webhook_queue_depth",
+    "Webhook attempts waiting to be sent: due now, or scheduled for a retry later.",
+    ["state"],
+)
+
+# IoT cards: inventory, lifecycle, verification, orders, usage alerts, invoices
+IOT_CARDS_IMPORTED = Counter("flowbill_iot_cards_imported_total", "IoT cards imported.")
+IOT_CARD_TRANSITIONS = Counter(
+    "flowbill_iot_card_transitions_total", "IoT card lifecycle changes, by command.", ["command"]
+)
+IOT_VERIFICATIONS = Counter(
+    "flowbill_iot_verifications_total",
+    "Real-name verifications, by outcome (submitted, verified, rejected, refused_limit).",
+    ["outcome"],
+)
+IOT_ORDERS = Counter(
+    "flowbill_iot_orders_total", "IoT card orders, by kind and state reached.", ["kind", "state"]
+)
+IOT_USAGE_ALERTS = Counter(
+    "flowbill_iot_usage_alerts_total", "Usage threshold crossings recorded for merchants."
+)
+IOT_INVOICES = Counter(
+    "flowbill_iot_invoices_issued_total", "Electronic invoices issued, by colour.", ["colour"]
+)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PLACEHOLDERS = {"changeme", "change-me", "password", "secret", "flowbill"}
@@ -63,6 +64,34 @@ class Settings(BaseSettings):
     # Orders open longer than this are settled by asking the gateways (must exceed the timeout).
     reconcile_grace_seconds: float = Field(default=60, gt=0)
 
+    # Billing: periods are calendar months in this time zone. Usage that arrives within the
+    # closing window after its month ends is still booked in that month; later, it is booked
+    # in the current month as an adjustment. A month is invoiced only after its window.
+    billing_time_zone: str = "Asia/Shanghai"
+    billing_closing_days: int = Field(default=3, ge=0, le=60)
+    # The allocation run: items per batch, and the pause between runs when there is no work.
+    billing_batch_items: int = Field(default=50_000, ge=1, le=1_000_000)
+    billing_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+
+    # Webhooks (docs/webhooks.md): a request without an answer within the timeout failed; a
+    # failed delivery is retried after each delay in turn (the Standard Webhooks schedule,
+    # as webhooks.delivery.RETRY_SCHEDULE_SECONDS), then given up. The sender pauses
+    # interval_seconds when nothing is due.
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    webhook_retry_schedule_seconds: list[float] = Field(
+        default=[5, 300, 1800, 7200, 18000, 36000, 36000], max_length=20
+    )
+    webhook_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+
+    @field_validator("billing_time_zone")
+    @classmethod
+    def _known_time_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ValueError, ZoneInfoNotFoundError) as exc:
+            raise ValueError(f"FLOWBILL_BILLING_TIME_ZONE: no time zone {zone!r}") from exc
+        return zone
+
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:
         if self.reconcile_grace_seconds <= self.gateway_timeout_seconds:
@@ -76,6 +105,24 @@ class Settings(BaseSettings):
                 )
             if self.database_pool_max < self.database_pool_min:
                 raise ValueError("FLOWBILL_DATABASE_POOL_MAX is below FLOWBILL_DATABASE_POOL_MIN")
+        return self
+
+    # IoT cards: the identity-check provider and the invoicing service (simulated outside
+    # production by `python -m simulator.iot_gateways`), and the key of the keyed hash that
+    # is all we keep of a resident ID number (changing it orphans the per-ID card counts).
+    iot_gateway_url: str = "http://127.0.0.1:8091"
+    iot_id_hash_key: SecretStr = SecretStr("change-me")
+
+    # The driver page (docs/driver-page.md): how long a browser stays signed in, and whether
+    # its cookie is Secure (unset: when the request came over https).
+    web_session_hours: float = Field(default=12, gt=0, le=24 * 30)
+    web_cookie_secure: bool | None = None
+
+    @model_validator(mode="after")
+    def _iot_id_hash_key_is_real_in_production(self) -> Settings:
+        key = self.iot_id_hash_key.get_secret_value()
+        if self.environment == "production" and (key in _PLACEHOLDERS or len(key) < 32):
+            raise ValueError("FLOWBILL_IOT_ID_HASH_KEY must be a real secret of 32+ characters")
         return self
 
     @property

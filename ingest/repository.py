@@ -269,6 +269,23 @@ async def hourly_usage(
         return await cur.fetchall()
 
 
+async def usage_totals(
+    conn: Connection, *, iccids: Sequence[str], since: datetime, until: datetime
+) -> dict[str, int]:
+    """Bytes up and down per SIM in [since, until) from the hourly rollup (hour-aligned
+    bounds); SIMs with no usage are left out."""
+    cur = await conn.execute(
+        """
+        SELECT iccid, sum(up_bytes + down_bytes)::bigint
+        FROM usage_hourly
+        WHERE iccid = ANY(%s) AND hour >= %s AND hour < %s
+        GROUP BY iccid
+        """,
+        (list(iccids), since, until),
+    )
+    return {str(iccid): int(total) for iccid, total in await cur.fetchall()}
+
+
 async def compact_hourly(conn: Connection, *, since: datetime, until: datetime) -> int:
     """Merge each key's rollup rows in [since, until) into one; returns rows removed."""
     cur = await conn.execute(

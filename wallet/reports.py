@@ -112,3 +112,9 @@ async def expiring(conn: Connection, *, now: datetime, within: timedelta) -> lis
         ExpiringDay(day=d, data_bytes=b, lots=n)
         for d, b, n in await repository.expiring_by_day(conn, now=now, until=now + within)
     ]
+
+
+async def spendable(conn: Connection, *, users: list[str], now: datetime) -> dict[str, int]:
+    """Unexpired bytes in each user's wallet, for many users at once (0 without a wallet)."""
+    found = await repository.spendable_by_owner(conn, users, now=now)
+    return {user: found.get(user, 0) for user in users}

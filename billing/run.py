@@ -1,0 +1,397 @@
+"""The allocation run: every stored usage item, allocated exactly once to its payers.
+
+The run reads items by the transaction that stored them: everything below the oldest
+transaction still running is final, so a cursor over transaction ids never skips an item
+that commits late, and a batch is a whole number of ingest transactions. One batch is one
+transaction of ours: allocation rows, the policies' spend (drawn down once per batch, not per
+row), the wallets' draws and the cursor commit together or not at all, so a rerun, a crash
+or a second runner changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import psycopg
+
+from billing import repository
+from billing.periods import Booking
+from flowbill import metrics
+from flowbill.db import Connection
+from flowbill.settings import Settings
+from sponsors import service as sponsors
+from sponsors.allocation import (
+    Budget,
+    Item,
+    PayerKind,
+    PolicyBook,
+    Share,
+    SimView,
+    Spend,
+    sponsor_shares,
+    terms_in_force,
+    user_shares,
+)
+from wallet import reports as wallet_reports
+from wallet import service as wallet
+from webhooks import service as webhooks
+
+log = logging.getLogger(__name__)
+
+CAP_EVENT = "policy.cap_threshold_reached"
+BUDGET_EVENT = "policy.budget_threshold_reached"
+# Where the user's share of traffic goes in the wallet's ledger.
+TRAFFIC_OWNER = "traffic"
+_EPOCH = date(1970, 1, 1)
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    batch_id: int | None
+    items: int
+    allocations: int
+    adjustments: int = 0
+    # SIMs whose coverage may have changed, and policies whose budget ran out.
+    touched_sims: set[str] = field(default_factory=set)
+    exhausted_policies: set[int] = field(default_factory=set)
+    # Whether more final items are waiting.
+    more: bool = False
+
+
+class AllocationRun:
+    """Allocates batches; keeps the policy book between batches while terms are unchanged."""
+
+    def __init__(self, settings: Settings, *, reader: Connection | None = None) -> None:
+        self.zone = ZoneInfo(settings.billing_time_zone)
+        self.closing_days = settings.billing_closing_days
+        self.batch_items = settings.billing_batch_items
+        self._book: tuple[PolicyBook, dict[int, Budget]] | None = None
+        self._book_version: tuple[datetime | None, int] | None = None
+        # An autocommit connection that reads the next batch's items while this one is
+        # allocated and written: those items are final, so reading them early is safe.
+        self._reader = reader
+        self._prefetch: tuple[tuple[int, int], asyncio.Task[list[repository.ItemTuple]]] | None
+        self._prefetch = None
+
+    def _choose(self, counts: list[tuple[int, int]]) -> int:
+        """The last transaction of a batch that starts with `counts[0]`."""
+        to_xid, taken = counts[0][0], 0
+        for xid, count in counts:
+            if taken and taken + count > self.batch_items:
+                break
+            to_xid, taken = xid, taken + count
+        return to_xid
+
+    async def _items(
+        self, conn: Connection, from_xid: int, to_xid: int
+    ) -> list[repository.ItemTuple]:
+        prefetched, self._prefetch = self._prefetch, None
+        if prefetched is not None:
+            span, task = prefetched
+            if span == (from_xid, to_xid):
+                try:
+                    return await task
+                except psycopg.Error as exc:
+                    log.warning("read-ahead failed; reading again", extra={"error": str(exc)})
+            else:
+                await _drop(task)
+        return await repository.items(conn, from_xid=from_xid, to_xid=to_xid)
+
+    async def close(self) -> None:
+        """Drop a read-ahead under way (before its connection closes)."""
+        if self._prefetch is not None:
+            await _drop(self._prefetch[1])
+            self._prefetch = None
+
+    def _read_ahead(self, remaining: list[tuple[int, int]]) -> None:
+        if self._reader is None or not remaining or self._reader.closed:
+            return
+        span = (remaining[0][0], self._choose(remaining))
+        task = asyncio.create_task(
+            repository.items(self._reader, from_xid=span[0], to_xid=span[1]),
+            name="billing-read-ahead",
+        )
+        self._prefetch = (span, task)
+
+    async def policy_book(self, conn: Connection) -> tuple[PolicyBook, dict[int, Budget]]:
+        version = await sponsors.terms_version(conn)
+        if self._book is None or version != self._book_version:
+            self._book = await sponsors.policy_book(conn)
+            self._book_version = version
+        return self._book
+
+    async def batch(self, conn: Connection, *, now: datetime) -> BatchOutcome | None:
+        """Allocate the next batch inside the caller's transaction; None when another run
+        holds the lock."""
+        if not await repository.try_run_lock(conn):
+            return None
+        # The clock is read again under the lock: closing a month waits for this lock, so a
+        # batch that runs after an invoice was issued always books its month as closed.
+        now = max(now, datetime.now(UTC))
+        started = time.perf_counter()
+        from_xid, horizon = await repository.cursor_and_horizon(conn)
+        counts = await repository.items_per_transaction(conn, from_xid=from_xid, horizon=horizon)
+        if not counts:
+            await repository.advance_cursor(conn, horizon)
+            return BatchOutcome(None, 0, 0)
+        to_xid = self._choose(counts)
+        remaining = [(xid, count) for xid, count in counts if xid > to_xid]
+        next_xid = remaining[0][0] if remaining else horizon
+        rows = await self._items(conn, from_xid, to_xid)
+        self._read_ahead(remaining)
+        batch_id = await repository.next_batch_id(conn)
+        outcome = await self._allocate(conn, rows, batch_id=batch_id, now=now)
+        outcome.more = bool(remaining)
+        oldest = min((r[6] for r in rows), default=None)
+        await repository.finish_batch(
+            conn, batch_id=batch_id, from_xid=from_xid, to_xid=to_xid, next_xid=next_xid,
+            items=len(rows), allocations=outcome.allocations,
+            data_bytes=sum(r[5] for r in rows), adjustments=outcome.adjustments,
+            oldest_received_at=oldest,
+        )  # fmt: skip
+        if oldest is not None:
+            metrics.BILLING_LAG_SECONDS.set(max((now - oldest).total_seconds(), 0.0))
+        metrics.BILLING_BATCH_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+
+    async def _allocate(
+        self, conn: Connection, rows: list[repository.ItemTuple], *, batch_id: int, now: datetime
+    ) -> BatchOutcome:
+        booking = Booking(self.zone, self.closing_days, now)
+        items = []
+        adjustments = 0
+        for window_start, iccid, boot, seq, app, data_bytes, _ in rows:
+            period, adjustment, day = booking.period(window_start)
+            items.append(
+                Item(window_start, iccid, boot, seq, app, data_bytes, period, adjustment, day)
+            )
+            adjustments += adjustment
+        iccids = sorted({i.iccid for i in items})
+        sims = await sponsors.sim_views(conn, iccids)
+        categories = await sponsors.categories(conn)
+        book, budgets = await self.policy_book(conn)
+        spend = await self._spend(conn, book, budgets, sims, {i.period for i in items})
+        before = Spend(
+            cap_used=dict(spend.cap_used),
+            budgets=spend.budgets,
+            used_bytes=dict(spend.used_bytes),
+            used_money=dict(spend.used_money),
+        )
+        shares, left_over = sponsor_shares(
+            items, sims=sims, categories=categories, candidates=book.candidates, spend=spend
+        )
+        drivers = sorted({str(r.driver_id) for r in left_over if r.driver_id is not None})
+        balances = await wallet_reports.spendable(conn, users=drivers, now=now)
+        wallets = {UUID(d): b for d, b in balances.items() if b > 0}
+        start_wallets = dict(wallets)
+        shares += user_shares(left_over, wallets)
+        draws = await self._draw_wallets(conn, start_wallets, wallets, batch_id=batch_id, now=now)
+        allocation_rows, daily, per_kind, per_sponsor = _tally(shares, batch_id)
+        await repository.copy_allocations(conn, allocation_rows)
+        await repository.add_daily(conn, daily)
+        await repository.record_wallet_draws(conn, batch_id, draws)
+        changed = [
+            (pid, spend.used_bytes[pid], spend.used_money[pid])
+            for pid in sorted(spend.used_bytes)
+            if spend.used_bytes[pid] != before.used_bytes.get(pid, 0)
+        ]
+        await sponsors.record_spend(conn, changed, _changed_caps(before, spend))
+        exhausted = await self._alerts(conn, book, before, spend, now=now)
+        _count(len(items), adjustments, per_kind, per_sponsor)
+        touched = {i.iccid for i in items}
+        # A wallet drawn dry changes the coverage of every SIM its driver owns.
+        dry = [str(d) for d, left in wallets.items() if left == 0 and start_wallets.get(d)]
+        if dry:
+            touched.update(await sponsors.sims_of_drivers(conn, [UUID(d) for d in dry]))
+        return BatchOutcome(batch_id, len(items), len(shares), adjustments, touched, exhausted)
+
+    async def _spend(
+        self,
+        conn: Connection,
+        book: PolicyBook,
+        budgets: dict[int, Budget],
+        sims: dict[str, SimView],
+        periods: set[date],
+    ) -> Spend:
+        automakers = {s.automaker_id for s in sims.values()}
+        policy_ids = sorted(
+            h[0].policy_id
+            for h in book.histories
+            if any(t.scope.automaker_id in automakers for t in h)
+        )
+        # Locked for the batch: the budget is drawn once per batch, in policy order.
+        used = await sponsors.spend_for_update(conn, policy_ids)
+        cap_used = await sponsors.caps_used(conn, policy_ids, sorted(periods), sorted(sims))
+        return Spend(
+            cap_used=cap_used,
+            budgets={
+                pid: budgets[pid]
+                for pid in policy_ids
+                if budgets[pid].bytes_limit is not None or budgets[pid].money_limit is not None
+            },
+            used_bytes={pid: used.get(pid, (0, Decimal(0)))[0] for pid in policy_ids},
+            used_money={pid: used.get(pid, (0, Decimal(0)))[1] for pid in policy_ids},
+        )
+
+    async def _draw_wallets(
+        self,
+        conn: Connection,
+        start: dict[UUID, int],
+        left: dict[UUID, int],
+        *,
+        batch_id: int,
+        now: datetime,
+    ) -> list[tuple[UUID, int, int]]:
+        draws = []
+        for driver in sorted(start):
+            drawn = start[driver] - left[driver]
+            if drawn <= 0:
+                continue
+            spent = await wallet.spend(
+                conn, key=f"billing:{batch_id}:{driver}", user=str(driver), data_bytes=drawn,
+                to_kind=wallet.AccountKind.PLATFORM_DATA, to_owner=TRAFFIC_OWNER, now=now,
+                memo={"reason": "traffic", "batch_id": batch_id},
+            )  # fmt: skip
+            draws.append((driver, drawn, spent.txn_id))
+        return draws
+
+    async def _alerts(
+        self, conn: Connection, book: PolicyBook, before: Spend, after: Spend, *, now: datetime
+    ) -> set[int]:
+        """Record the cap and budget thresholds this batch crossed, each once, and send them;
+        returns the policies whose budget ran out."""
+        terms = {h[-1].policy_id: terms_in_force(h, now) or h[-1] for h in book.histories}
+        sponsor_of = {pid: t.sponsor_id for pid, t in terms.items()}
+        thresholds = await sponsors.alert_thresholds_of(conn, sorted(set(sponsor_of.values())))
+        crossed: list[tuple[int, str, str, date, int]] = []
+        details: dict[tuple[int, str, str, date, int], dict[str, object]] = {}
+        for key, used in after.cap_used.items():
+            pid, period, iccid = key
+            cap = terms[pid].cap_bytes if pid in terms else None
+            if cap is None:
+                continue
+            was = before.cap_used.get(key, 0)
+            for percent in thresholds(sponsor_of[pid])[0]:
+                if was * 100 < percent * cap <= used * 100:
+                    alert = (pid, "cap", iccid, period, percent)
+                    crossed.append(alert)
+                    details[alert] = {
+                        "policy_id": pid, "iccid": iccid, "period": period.isoformat(),
+                        "percent": percent, "cap_bytes": cap, "used_bytes": used,
+                    }  # fmt: skip
+        exhausted = set()
+        for pid in after.used_bytes:
+            if pid not in terms:
+                continue
+            share_before = _budget_fraction(before, pid)
+            share_after = _budget_fraction(after, pid)
+            if share_after is None or share_before is None:
+                continue
+            if after.budget_left(terms[pid]) == 0 and before.budget_left(terms[pid]) != 0:
+                exhausted.add(pid)
+            for percent in thresholds(sponsor_of[pid])[1]:
+                if share_before * 100 < percent <= share_after * 100:
+                    alert = (pid, "budget", "", _EPOCH, percent)
+                    crossed.append(alert)
+                    budget = after.budgets[pid]
+                    details[alert] = {
+                        "policy_id": pid, "percent": percent,
+                        "budget_bytes": budget.bytes_limit,
+                        "budget": None if budget.money_limit is None else str(budget.money_limit),
+                        "used_bytes": after.used_bytes[pid],
+                        "used_money": str(after.used_money[pid]),
+                    }  # fmt: skip
+        for alert in await sponsors.record_alerts(conn, crossed):
+            pid, kind, iccid, period, percent = alert
+            metrics.BILLING_ALERTS.labels(kind).inc()
+            await webhooks.enqueue(
+                conn,
+                tenant_id=sponsor_of[pid],
+                event_type=CAP_EVENT if kind == "cap" else BUDGET_EVENT,
+                event_key=f"policy:{pid}:{kind}:{iccid}:{period.isoformat()}:{percent}",
+                payload=details[alert],
+                occurred_at=now,
+            )
+        return exhausted
+
+
+Daily = tuple[date, str, str, str, str, UUID | None, int, int]
+
+
+def _tally(
+    shares: list[Share], batch_id: int
+) -> tuple[list[repository.AllocationTuple], list[Daily], dict[str, int], dict[UUID, int]]:
+    """One pass over a batch's shares: the allocation rows, the daily totals, and the bytes
+    per payer kind and per sponsor (for the metrics)."""
+    rows: list[repository.AllocationTuple] = []
+    totals: dict[tuple[date, str, str, str, str, UUID | None], list[int]] = {}
+    per_kind: dict[str, int] = defaultdict(int)
+    per_sponsor: dict[UUID, int] = defaultdict(int)
+    sponsor = PayerKind.SPONSOR
+    for share in shares:
+        item = share.item
+        kind, payer, data_bytes = share.payer_kind, share.payer_id, share.data_bytes
+        rows.append(
+            (item.window_start, item.iccid, item.boot, item.seq, item.app, share.category,
+             item.period, kind, payer, share.policy_id, share.terms_from, data_bytes,
+             item.adjustment, batch_id)
+        )  # fmt: skip
+        assert item.day is not None
+        key = (item.day, item.iccid, item.app, share.category, kind, payer)
+        found = totals.get(key)
+        if found is None:
+            totals[key] = [data_bytes, 1]
+        else:
+            found[0] += data_bytes
+            found[1] += 1
+        per_kind[kind] += data_bytes
+        if kind == sponsor and payer is not None:
+            per_sponsor[payer] += data_bytes
+    daily = [(*key, total[0], total[1]) for key, total in totals.items()]
+    return rows, daily, per_kind, per_sponsor
+
+
+def _count(
+    items: int, adjustments: int, per_kind: dict[str, int], per_sponsor: dict[UUID, int]
+) -> None:
+    metrics.BILLING_ITEMS_ALLOCATED.inc(items)
+    if adjustments:
+        metrics.BILLING_ADJUSTMENTS.inc(adjustments)
+    for kind, data_bytes in per_kind.items():
+        metrics.BILLING_BYTES_ALLOCATED.labels(kind).inc(data_bytes)
+    for sponsor, data_bytes in per_sponsor.items():
+        metrics.BILLING_SPONSOR_BYTES.labels(str(sponsor)).inc(data_bytes)
+
+
+async def _drop(task: asyncio.Task[list[repository.ItemTuple]]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+        await task
+
+
+def _changed_caps(before: Spend, after: Spend) -> list[tuple[int, date, str, int]]:
+    return [
+        (pid, period, iccid, used)
+        for (pid, period, iccid), used in after.cap_used.items()
+        if used != before.cap_used.get((pid, period, iccid), 0)
+    ]
+
+
+def _budget_fraction(spend: Spend, policy_id: int) -> Decimal | None:
+    budget = spend.budgets.get(policy_id)
+    if budget is None:
+        return None
+    if budget.bytes_limit is not None:
+        return Decimal(spend.used_bytes.get(policy_id, 0)) / budget.bytes_limit
+    if budget.money_limit is not None:
+        return spend.used_money.get(policy_id, Decimal(0)) / budget.money_limit
+    return None

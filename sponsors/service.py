@@ -1,0 +1,546 @@
+"""Sponsors: the app catalogue, vehicles and their SIMs, partnerships and policies.
+
+A policy's terms are versioned in time: a change adds terms from a moment that is not in the
+past, so what was allocated under the old terms stays as it was. Pausing and resuming are
+changes like any other. Services never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+from flowbill.db import Connection
+from ingest.protocol import is_valid_iccid
+from sponsors import repository
+from sponsors.allocation import Budget, PolicyBook, Scope, SimView, Spend, Terms
+from sponsors.errors import (
+    AppNotFound,
+    EffectiveInThePast,
+    IdempotencyKeyReused,
+    InvalidDriver,
+    InvalidIccid,
+    NotAnAutomaker,
+    PolicyNotFound,
+    ScopeNotAllowed,
+    SimFittedElsewhere,
+    SimsOutsideScope,
+    UnknownApps,
+    VehicleNotFound,
+    VehicleOfAnotherAutomaker,
+)
+from sponsors.schemas import (
+    AlertThresholds,
+    CatalogueApp,
+    CatalogueAppUpdate,
+    Category,
+    PolicyCreate,
+    PolicyPublic,
+    PolicySpend,
+    ScopeKind,
+    SimCapUse,
+    SimPublic,
+    TermsChange,
+    TermsPublic,
+    TermsSpec,
+    VehiclePublic,
+    VehicleUpdate,
+)
+from sponsors.schemas import Scope as ScopeModel
+from tenants import service as tenants
+from tenants.errors import TenantNotFound
+from tenants.schemas import Role
+
+# A change "from now" sent by a client whose clock is a little behind is still "now".
+_CLOCK_SKEW = timedelta(seconds=5)
+
+# --- Catalogue ---------------------------------------------------------------------------------
+
+
+def _public_app(row: repository.CatalogueRow) -> CatalogueApp:
+    return CatalogueApp(
+        app=row.app, category=Category(row.category), name=row.name, updated_at=row.updated_at
+    )
+
+
+async def set_app(conn: Connection, *, app: str, body: CatalogueAppUpdate) -> CatalogueApp:
+    """Add an app to the catalogue or change its category."""
+    return _public_app(
+        await repository.upsert_app(conn, app=app, category=body.category.value, name=body.name)
+    )
+
+
+async def catalogue(conn: Connection) -> list[CatalogueApp]:
+    """Every app the catalogue knows; others are unclassified."""
+    return [_public_app(r) for r in await repository.catalogue(conn)]
+
+
+async def remove_app(conn: Connection, app: str) -> None:
+    """Forget an app: from now on its traffic is unclassified (the user's)."""
+    if not await repository.delete_app(conn, app):
+        raise AppNotFound(f"the catalogue has no app {app!r}")
+
+
+async def categories(conn: Connection) -> dict[str, str]:
+    """App id → category, for the allocation run."""
+    return {r.app: r.category for r in await repository.catalogue(conn)}
+
+
+# --- Vehicles and SIMs -------------------------------------------------------------------------
+
+
+def _public_vehicle(row: repository.VehicleRow) -> VehiclePublic:
+    return VehiclePublic(
+        vin=row.vin, automaker_id=row.automaker_id, model=row.model, fleet=row.fleet,
+        driver_id=row.driver_id, iccids=row.iccids, updated_at=row.updated_at,
+    )  # fmt: skip
+
+
+async def _require_role(conn: Connection, tenant_id: UUID, role: Role) -> bool:
+    try:
+        tenant = await tenants.get_tenant(conn, tenant_id)
+    except TenantNotFound:
+        return False
+    return tenant.role == role and not tenant.disabled
+
+
+async def put_vehicle(
+    conn: Connection, *, automaker_id: UUID, vin: str, body: VehicleUpdate
+) -> tuple[VehiclePublic, list[str]]:
+    """Register or update one of the automaker's vehicles and the SIMs fitted to it; returns
+    the vehicle and the SIMs whose vehicle (and so whose coverage) changed."""
+    bad = [i for i in body.iccids if not is_valid_iccid(i)]
+    if bad:
+        raise InvalidIccid("ICCIDs with a wrong check digit: " + ", ".join(bad), iccids=bad)
+    if len(set(body.iccids)) != len(body.iccids):
+        raise InvalidIccid("an ICCID is listed twice")
+    if body.driver_id is not None and not await _require_role(conn, body.driver_id, Role.DRIVER):
+        raise InvalidDriver(f"{body.driver_id} is not an active driver")
+    owner = await repository.upsert_vehicle(
+        conn, vin=vin, automaker_id=automaker_id, model=body.model, fleet=body.fleet,
+        driver_id=body.driver_id,
+    )  # fmt: skip
+    if owner != automaker_id:
+        raise VehicleOfAnotherAutomaker(f"the VIN {vin} is registered by another automaker")
+    elsewhere = await repository.sims_fitted_elsewhere(conn, vin, body.iccids)
+    if elsewhere:
+        raise SimFittedElsewhere(
+            "SIMs fitted to another vehicle: " + ", ".join(elsewhere), iccids=elsewhere
+        )
+    changed = await repository.fit_sims(conn, vin, body.iccids)
+    found = await repository.vehicle(conn, vin)
+    assert found is not None
+    return _public_vehicle(found), sorted(set(changed) | set(found.iccids))
+
+
+async def vehicle(conn: Connection, *, automaker_id: UUID, vin: str) -> VehiclePublic:
+    """One of the automaker's vehicles."""
+    found = await repository.vehicle(conn, vin)
+    if found is None or found.automaker_id != automaker_id:
+        raise VehicleNotFound(f"no vehicle {vin}")
+    return _public_vehicle(found)
+
+
+async def vehicles(
+    conn: Connection, *, automaker_id: UUID, after: str | None, limit: int
+) -> list[VehiclePublic]:
+    """The automaker's vehicles by VIN."""
+    rows = await repository.vehicles_of(conn, automaker_id, after=after, limit=limit)
+    return [_public_vehicle(r) for r in rows]
+
+
+async def vehicles_of_driver(conn: Connection, driver_id: UUID) -> list[VehiclePublic]:
+    """The vehicles a driver owns."""
+    return [_public_vehicle(r) for r in await repository.vehicles_of_driver(conn, driver_id)]
+
+
+async def sims(
+    conn: Connection, *, automaker_id: UUID, after: str | None, limit: int
+) -> list[SimPublic]:
+    """The SIMs fitted to the automaker's vehicles, by ICCID."""
+    rows = await repository.sims_of(conn, automaker_id, after=after, limit=limit)
+    return [
+        SimPublic(iccid=r.iccid, vin=r.vin, model=r.model, fleet=r.fleet, driver_id=r.driver_id)
+        for r in rows
+    ]
+
+
+async def sim_views(conn: Connection, iccids: list[str]) -> dict[str, SimView]:
+    """What the allocation rules need to know of each SIM (absent: no vehicle)."""
+    return {
+        r.iccid: SimView(r.iccid, r.automaker_id, r.model, r.fleet, r.driver_id)
+        for r in await repository.sims(conn, iccids)
+    }
+
+
+async def sims_of_drivers(conn: Connection, driver_ids: list[UUID]) -> list[str]:
+    return await repository.sims_of_driver(conn, driver_ids)
+
+
+# --- Partnerships ------------------------------------------------------------------------------
+
+
+async def allow_sponsor(conn: Connection, *, automaker_id: UUID, sponsor_id: UUID) -> None:
+    """Let another sponsor pay for traffic of this automaker's vehicles."""
+    if sponsor_id == automaker_id or not await _require_role(conn, sponsor_id, Role.SPONSOR):
+        raise NotAnAutomaker(f"{sponsor_id} is not another active sponsor")
+    await repository.add_partnership(conn, automaker_id=automaker_id, sponsor_id=sponsor_id)
+
+
+async def disallow_sponsor(conn: Connection, *, automaker_id: UUID, sponsor_id: UUID) -> None:
+    """Withdraw that permission: existing policies keep their terms; new terms are refused."""
+    if not await repository.remove_partnership(
+        conn, automaker_id=automaker_id, sponsor_id=sponsor_id
+    ):
+        raise PolicyNotFound(f"{sponsor_id} is not a sponsor of your vehicles")
+
+
+async def sponsors_of(conn: Connection, *, automaker_id: UUID) -> list[UUID]:
+    return [s for s, _ in await repository.partners_of(conn, automaker_id)]
+
+
+# --- Policies ----------------------------------------------------------------------------------
+
+
+def _digest(body: PolicyCreate) -> bytes:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+async def _check_terms(conn: Connection, sponsor_id: UUID, spec: TermsSpec) -> None:
+    scope = spec.scope
+    if scope.automaker_id != sponsor_id and not await repository.is_partner(
+        conn, automaker_id=scope.automaker_id, sponsor_id=sponsor_id
+    ):
+        raise ScopeNotAllowed(
+            f"automaker {scope.automaker_id} has not allowed you to sponsor its vehicles"
+        )
+    if spec.apps:
+        known = await categories(conn)
+        unknown = sorted(set(spec.apps) - set(known))
+        if unknown:
+            raise UnknownApps(
+                "apps the catalogue does not know (their traffic is the user's): "
+                + ", ".join(unknown),
+                apps=unknown,
+            )
+    if scope.kind == ScopeKind.SIMS:
+        bad = [i for i in scope.iccids if not is_valid_iccid(i)]
+        if bad:
+            raise InvalidIccid("ICCIDs with a wrong check digit: " + ", ".join(bad[:20]))
+        fitted = set(
+            await repository.sims_in_scope(
+                conn, automaker_id=scope.automaker_id, model=None, fleet=None,
+                iccids=scope.iccids,
+            )
+        )  # fmt: skip
+        outside = sorted(set(scope.iccids) - fitted)
+        if outside:
+            raise SimsOutsideScope(
+                "SIMs not fitted to the automaker's vehicles: " + ", ".join(outside[:20]),
+                iccids=outside[:100],
+            )
+
+
+def _terms_row(
+    policy_id: int, spec: TermsSpec, *, effective_from: datetime, paused: bool = False
+) -> repository.TermsRow:
+    scope = spec.scope
+    return repository.TermsRow(
+        policy_id=policy_id, effective_from=effective_from, scope_kind=scope.kind.value,
+        automaker_id=scope.automaker_id, model=scope.model, fleet=scope.fleet,
+        iccids=sorted(scope.iccids), apps=sorted(spec.apps),
+        categories=sorted(c.value for c in spec.categories), priority=spec.priority,
+        cap_bytes=spec.cap_bytes, unit_price=spec.unit_price,
+        valid_from=spec.valid_from or effective_from, valid_until=spec.valid_until,
+        paused=paused, created_at=effective_from,
+    )  # fmt: skip
+
+
+def _public_terms(row: repository.TermsRow) -> TermsPublic:
+    return TermsPublic(
+        effective_from=row.effective_from,
+        scope=ScopeModel(
+            kind=ScopeKind(row.scope_kind), automaker_id=row.automaker_id, model=row.model,
+            fleet=row.fleet, iccids=row.iccids,
+        ),
+        apps=row.apps, categories=row.categories, priority=row.priority,
+        cap_bytes=row.cap_bytes, unit_price=row.unit_price, valid_from=row.valid_from,
+        valid_until=row.valid_until, paused=row.paused, created_at=row.created_at,
+    )  # fmt: skip
+
+
+def to_terms(row: repository.TermsRow, sponsor_id: UUID) -> Terms:
+    """The allocation rules' view of a terms row."""
+    return Terms(
+        policy_id=row.policy_id, sponsor_id=sponsor_id, effective_from=row.effective_from,
+        scope=Scope(row.scope_kind, row.automaker_id, row.model, row.fleet,
+                    frozenset(row.iccids)),
+        apps=frozenset(row.apps), categories=frozenset(row.categories), priority=row.priority,
+        cap_bytes=row.cap_bytes, unit_price=row.unit_price, valid_from=row.valid_from,
+        valid_until=row.valid_until, paused=row.paused,
+    )  # fmt: skip
+
+
+def _budget(row: repository.PolicyRow) -> Budget:
+    return Budget(
+        bytes_limit=row.budget_bytes,
+        money_limit=None if row.budget_minor is None else Decimal(row.budget_minor) / 100,
+    )
+
+
+async def _public_policy(
+    conn: Connection, row: repository.PolicyRow, *, now: datetime
+) -> PolicyPublic:
+    history = await repository.terms_of(conn, [row.policy_id])
+    current = next((t for t in reversed(history) if t.effective_from <= now), history[0])
+    used = (await repository.policy_spend(conn, [row.policy_id])).get(
+        row.policy_id, (0, Decimal(0))
+    )
+    spend = Spend(
+        budgets={row.policy_id: _budget(row)},
+        used_bytes={row.policy_id: used[0]},
+        used_money={row.policy_id: used[1]},
+    )
+    return PolicyPublic(
+        policy_id=row.policy_id, sponsor_id=row.sponsor_id, name=row.name,
+        budget_bytes=row.budget_bytes, budget_minor=row.budget_minor, currency=row.currency,
+        created_at=row.created_at, terms=_public_terms(current),
+        history=[_public_terms(t) for t in history],
+        spend=PolicySpend(
+            used_bytes=used[0], used_money=used[1],
+            budget_left_bytes=spend.budget_left(to_terms(current, row.sponsor_id)),
+        ),
+    )  # fmt: skip
+
+
+async def create_policy(
+    conn: Connection,
+    *,
+    sponsor_id: UUID,
+    key: str,
+    body: PolicyCreate,
+    now: datetime,
+    open_since: datetime,
+) -> tuple[PolicyPublic, bool]:
+    """Create a policy under the sponsor's Idempotency-Key: (policy, created now).
+
+    It pays from `valid_from` (default now), which may lie in the past as far as the start of
+    the earliest month still open (`open_since`): usage of that time not yet allocated, or
+    arriving late, is then the policy's; usage already allocated stays as it was."""
+    digest = _digest(body)
+    if body.valid_from is not None and body.valid_from < open_since:
+        raise EffectiveInThePast(
+            f"a policy may start no earlier than {open_since.isoformat()}, the start of the"
+            " earliest billing month still open"
+        )
+    await _check_terms(conn, sponsor_id, body)
+    row, created = await repository.insert_policy(
+        conn, sponsor_id=sponsor_id, name=body.name, budget_bytes=body.budget_bytes,
+        budget_minor=body.budget_minor, currency=body.currency, key=key, digest=digest,
+    )  # fmt: skip
+    if not created:
+        if row.create_digest != digest:
+            raise IdempotencyKeyReused(f"the key {key!r} created another policy")
+        return await _public_policy(conn, row, now=now), False
+    start = min(body.valid_from or now, now)
+    await repository.insert_terms(conn, _terms_row(row.policy_id, body, effective_from=start))
+    return await _public_policy(conn, row, now=now), True
+
+
+async def _own_policy(
+    conn: Connection, sponsor_id: UUID, policy_id: int, *, for_update: bool = False
+) -> repository.PolicyRow:
+    row = await repository.policy(conn, policy_id, sponsor_id=sponsor_id, for_update=for_update)
+    if row is None:
+        raise PolicyNotFound(f"no policy {policy_id}")
+    return row
+
+
+async def change_terms(
+    conn: Connection, *, sponsor_id: UUID, policy_id: int, body: TermsChange, now: datetime
+) -> PolicyPublic:
+    """New terms from a moment on (default now); what was allocated before stays."""
+    row = await _own_policy(conn, sponsor_id, policy_id, for_update=True)
+    effective = body.effective_from or now
+    if effective < now - _CLOCK_SKEW:
+        raise EffectiveInThePast("`effective_from` must not be in the past")
+    effective = max(effective, now)
+    await _check_terms(conn, sponsor_id, body)
+    history = await repository.terms_of(conn, [policy_id])
+    paused = next((t.paused for t in reversed(history) if t.effective_from <= effective), False)
+    spec = body
+    if body.valid_from is None:
+        # Unchanged validity unless the sponsor says otherwise.
+        spec = body.model_copy(update={"valid_from": history[0].valid_from})
+    await repository.insert_terms(
+        conn, _terms_row(policy_id, spec, effective_from=effective, paused=paused)
+    )
+    return await _public_policy(conn, row, now=now)
+
+
+async def set_paused(
+    conn: Connection, *, sponsor_id: UUID, policy_id: int, paused: bool, now: datetime
+) -> PolicyPublic:
+    """Pause or resume from now: the current terms again, paused or not."""
+    row = await _own_policy(conn, sponsor_id, policy_id, for_update=True)
+    history = await repository.terms_of(conn, [policy_id])
+    current = next((t for t in reversed(history) if t.effective_from <= now), history[0])
+    if current.paused != paused:
+        await repository.insert_terms(
+            conn, replace(current, effective_from=max(now, current.effective_from), paused=paused)
+        )
+    return await _public_policy(conn, row, now=now)
+
+
+async def policy(
+    conn: Connection, *, sponsor_id: UUID, policy_id: int, now: datetime
+) -> PolicyPublic:
+    """One of the sponsor's policies with its terms history and what it has spent."""
+    return await _public_policy(conn, await _own_policy(conn, sponsor_id, policy_id), now=now)
+
+
+async def policies(conn: Connection, *, sponsor_id: UUID, now: datetime) -> list[PolicyPublic]:
+    """The sponsor's policies."""
+    return [
+        await _public_policy(conn, r, now=now)
+        for r in await repository.policies_of(conn, sponsor_id)
+    ]
+
+
+async def cap_use(
+    conn: Connection,
+    *,
+    sponsor_id: UUID,
+    policy_id: int,
+    period: date,
+    after: str | None,
+    limit: int,
+) -> list[SimCapUse]:
+    """Per SIM, what the policy paid in a month against its cap (the cap of its latest
+    terms)."""
+    await _own_policy(conn, sponsor_id, policy_id)
+    current = (await repository.terms_of(conn, [policy_id]))[-1]
+    rows = await repository.cap_use_of_policy(conn, policy_id, period, after=after, limit=limit)
+    return [SimCapUse(iccid=i, used_bytes=u, cap_bytes=current.cap_bytes) for i, u in rows]
+
+
+async def set_alert_thresholds(
+    conn: Connection, *, sponsor_id: UUID, body: AlertThresholds
+) -> AlertThresholds:
+    """Which percentages of caps and budgets send an alert."""
+    caps, budgets = sorted(set(body.cap_percents)), sorted(set(body.budget_percents))
+    await repository.set_alert_thresholds(conn, sponsor_id, caps, budgets)
+    return AlertThresholds(cap_percents=caps, budget_percents=budgets)
+
+
+async def alert_thresholds(conn: Connection, *, sponsor_id: UUID) -> AlertThresholds:
+    found = (await repository.alert_thresholds(conn, [sponsor_id])).get(sponsor_id)
+    if found is None:
+        return AlertThresholds()
+    return AlertThresholds(cap_percents=found[0], budget_percents=found[1])
+
+
+# --- What the allocation run reads -------------------------------------------------------------
+
+
+async def policy_book(conn: Connection) -> tuple[PolicyBook, dict[int, Budget]]:
+    """Every policy's terms history and budget."""
+    owners = {p.policy_id: p for p in await repository.all_policies(conn)}
+    histories: dict[int, list[Terms]] = {}
+    for row in await repository.all_terms(conn):
+        histories.setdefault(row.policy_id, []).append(
+            to_terms(row, owners[row.policy_id].sponsor_id)
+        )
+    budgets = {pid: _budget(p) for pid, p in owners.items()}
+    return PolicyBook(histories.values()), budgets
+
+
+async def terms_version(conn: Connection) -> tuple[datetime | None, int]:
+    """Changes whenever terms are added: the run reloads its book then."""
+    return await repository.terms_version(conn)
+
+
+async def _sims_in_scopes(conn: Connection, terms: list[repository.TermsRow]) -> list[str]:
+    found: set[str] = set()
+    for t in terms:
+        found.update(
+            await repository.sims_in_scope(
+                conn, automaker_id=t.automaker_id, model=t.model, fleet=t.fleet,
+                iccids=t.iccids,
+            )
+        )  # fmt: skip
+    return sorted(found)
+
+
+async def sims_covered_by_terms_since(conn: Connection, since: datetime | None) -> list[str]:
+    """SIMs in the scope of terms added since a moment: their coverage may have changed."""
+    return await _sims_in_scopes(conn, await repository.terms_changed_since(conn, since))
+
+
+async def sims_covered_by_policies(conn: Connection, policy_ids: list[int]) -> list[str]:
+    """SIMs in the scope of any terms of these policies."""
+    return await _sims_in_scopes(conn, await repository.terms_of(conn, policy_ids))
+
+
+async def spend_for_update(
+    conn: Connection, policy_ids: list[int]
+) -> dict[int, tuple[int, Decimal]]:
+    """(bytes, exact money) each policy has taken, locked until the caller commits."""
+    return await repository.policy_spend(conn, policy_ids, for_update=True)
+
+
+async def caps_used(
+    conn: Connection, policy_ids: list[int], periods: list[date], iccids: list[str]
+) -> dict[tuple[int, date, str], int]:
+    """Bytes taken against each (policy, period, SIM) cap."""
+    if not policy_ids or not iccids:
+        return {}
+    return await repository.caps_used(conn, policy_ids, periods, iccids)
+
+
+async def record_spend(
+    conn: Connection,
+    policies: list[tuple[int, int, Decimal]],
+    caps: list[tuple[int, date, str, int]],
+) -> None:
+    """Store what a batch drew: (policy, bytes, money) totals and per-SIM cap use."""
+    await repository.set_policy_spend(conn, policies)
+    await repository.set_cap_use(conn, caps)
+
+
+async def alert_thresholds_of(
+    conn: Connection, sponsor_ids: list[UUID]
+) -> Callable[[UUID], tuple[list[int], list[int]]]:
+    """A lookup of each sponsor's (cap percents, budget percents), defaults if unset."""
+    found = await repository.alert_thresholds(conn, sponsor_ids)
+    default = AlertThresholds()
+    fallback = (default.cap_percents, default.budget_percents)
+    return lambda sponsor_id: found.get(sponsor_id, fallback)
+
+
+async def record_alerts(
+    conn: Connection, alerts: list[tuple[int, str, str, date, int]]
+) -> list[tuple[int, str, str, date, int]]:
+    """Record crossed thresholds; returns those crossed for the first time."""
+    return await repository.record_alerts(conn, alerts)
+
+
+async def spend_of(conn: Connection, policy_ids: list[int]) -> dict[int, tuple[int, Decimal]]:
+    """(bytes, exact money) each policy has taken, without locking."""
+    return await repository.policy_spend(conn, policy_ids)
+
+
+async def catalogue_apps(conn: Connection) -> list[tuple[str, str]]:
+    """(app, category) of every catalogued app."""
+    return [(r.app, r.category) for r in await repository.catalogue(conn)]
+
+
+async def fitted_sims(conn: Connection, *, after: str | None, limit: int) -> list[str]:
+    """Every SIM fitted to a vehicle, by ICCID, a page at a time."""
+    return await repository.fitted_sims(conn, after=after, limit=limit)
