@@ -1,0 +1,36 @@
+"""A driver's own statement: what the wallet paid and what was overage, per SIM and app
+category, month by month."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from api.deps import ConnDep, DriverCaller, SettingsDep
+from billing import statements
+from billing.statement_periods import Calendar
+from billing.statement_schemas import DriverStatement
+
+router = APIRouter(prefix="/v1/driver/statements", tags=["driver"])
+
+
+@router.get("/{period}")
+async def my_statement(
+    conn: ConnDep,
+    settings: SettingsDep,
+    caller: DriverCaller,
+    period: Annotated[str, Path(max_length=20, description="A month, YYYY-MM.")],
+) -> DriverStatement:
+    """Your traffic of a month that sponsors did not pay: the bytes your wallet paid, and
+    overage bytes with their amount at the tariff's overage price (per SIM and category)."""
+    now = datetime.now(UTC)
+    calendar = Calendar.from_settings(settings)
+    return await statements.driver_statement(
+        conn,
+        driver_id=caller.tenant_id,
+        period=calendar.started(period, now=now),
+        calendar=calendar,
+        now=now,
+    )

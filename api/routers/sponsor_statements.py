@@ -1,0 +1,147 @@
+"""Sponsors' statements and invoices: what each policy's traffic cost, line by line, down to
+the device reports; the invoices of closed periods and their credit notes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+
+from api.deps import ConnDep, SettingsDep, require_role
+from billing import invoices, statements
+from billing.statement_periods import Calendar
+from billing.statement_schemas import (
+    CreditNoteNumber,
+    CreditNotePublic,
+    DrillDownPage,
+    InvoiceNumber,
+    InvoicePublic,
+    InvoiceSummary,
+    SponsorStatement,
+)
+from tenants.schemas import Role
+from tenants.service import Caller
+
+router = APIRouter(prefix="/v1/sponsor", tags=["sponsor"])
+
+SponsorCaller = Annotated[Caller, Depends(require_role(Role.SPONSOR))]
+PeriodPath = Annotated[str, Path(max_length=20, description="A month, YYYY-MM (billing zone).")]
+LineIdPath = Annotated[str, Path(max_length=120, description="A statement line's `line_id`.")]
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {}}, "description": "The lines as CSV."}
+}
+
+
+def csv_response(text: str, *, filename: str) -> Response:
+    return Response(
+        content=text.encode("utf-8"),
+        media_type=CSV_MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get("/statements/{period}.csv", response_class=Response, responses=CSV_RESPONSES)
+async def statement_csv(
+    conn: ConnDep, settings: SettingsDep, caller: SponsorCaller, period: PeriodPath
+) -> Response:
+    """Your statement as CSV (UTF-8, a header row; columns are listed in docs/billing.md)."""
+    now = datetime.now(UTC)
+    calendar = Calendar.from_settings(settings)
+    statement = await statements.sponsor_statement(
+        conn,
+        sponsor_id=caller.tenant_id,
+        period=calendar.started(period, now=now),
+        calendar=calendar,
+        now=now,
+    )
+    return csv_response(
+        statements.statement_csv(statement), filename=f"statement-{statement.period}.csv"
+    )
+
+
+@router.get("/statements/{period}")
+async def statement(
+    conn: ConnDep, settings: SettingsDep, caller: SponsorCaller, period: PeriodPath
+) -> SponsorStatement:
+    """Your statement of a month: one line per policy, terms (unit price), category and
+    tariff, with bytes, MB, unit price and amount (rounded half-up once per line);
+    adjustments (late usage of closed months) on lines of their own. While `status` is
+    `open`, usage may still be booked in the month."""
+    now = datetime.now(UTC)
+    calendar = Calendar.from_settings(settings)
+    return await statements.sponsor_statement(
+        conn,
+        sponsor_id=caller.tenant_id,
+        period=calendar.started(period, now=now),
+        calendar=calendar,
+        now=now,
+    )
+
+
+@router.get("/statements/{period}/lines/{line_id}/items")
+async def line_items(
+    conn: ConnDep,
+    settings: SettingsDep,
+    caller: SponsorCaller,
+    period: PeriodPath,
+    line_id: LineIdPath,
+    cursor: Annotated[str | None, Query(max_length=600)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DrillDownPage:
+    """The usage items behind a statement line with their device reports (ICCID, boot, seq,
+    window) and the bytes allocated to you; follow `next_cursor` for the next page."""
+    now = datetime.now(UTC)
+    calendar = Calendar.from_settings(settings)
+    return await statements.line_items(
+        conn,
+        sponsor_id=caller.tenant_id,
+        period=calendar.started(period, now=now),
+        line=line_id,
+        cursor=cursor,
+        limit=limit,
+        calendar=calendar,
+    )
+
+
+@router.get("/invoices")
+async def list_invoices(
+    conn: ConnDep,
+    settings: SettingsDep,
+    caller: SponsorCaller,
+    period: Annotated[str | None, Query(max_length=20, description="YYYY-MM")] = None,
+    before: Annotated[InvoiceNumber | None, Query(description="Page after this number.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[InvoiceSummary]:
+    """Your invoices, newest first."""
+    now = datetime.now(UTC)
+    calendar = Calendar.from_settings(settings)
+    month = calendar.started(period, now=now) if period is not None else None
+    return await invoices.invoices(
+        conn, sponsor_id=caller.tenant_id, period=month, before=before, limit=limit
+    )
+
+
+@router.get("/invoices/{number}")
+async def get_invoice(
+    conn: ConnDep, caller: SponsorCaller, number: Annotated[InvoiceNumber, Path()]
+) -> InvoicePublic:
+    """One of your invoices, with its lines as issued and what credit notes took off each."""
+    return await invoices.invoice(conn, number=number, sponsor_id=caller.tenant_id)
+
+
+@router.get("/invoices/{number}/credit-notes")
+async def invoice_credit_notes(
+    conn: ConnDep, caller: SponsorCaller, number: Annotated[InvoiceNumber, Path()]
+) -> list[CreditNotePublic]:
+    """The credit notes of one of your invoices, oldest first."""
+    return await invoices.credit_notes_of(conn, invoice_number=number, sponsor_id=caller.tenant_id)
+
+
+@router.get("/credit-notes/{number}")
+async def get_credit_note(
+    conn: ConnDep, caller: SponsorCaller, number: Annotated[CreditNoteNumber, Path()]
+) -> CreditNotePublic:
+    """One credit note of your invoices."""
+    return await invoices.credit_note(conn, number=number, sponsor_id=caller.tenant_id)
