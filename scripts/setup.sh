@@ -5,7 +5,10 @@
 #      installed only when missing (`apt-get update` only then too);
 #   2. TimescaleDB, which Debian 12 lacks: built from Debian's own source package of the next
 #      release (its Apache-licensed part) and installed into PostgreSQL 15, only when missing;
-#   3. the virtualenv .venv with `pip install -e '.[dev]'`, again when pyproject.toml changed.
+#   3. the virtualenv .venv with `pip install -e '.[dev]'`, again when pyproject.toml changed;
+#   4. the driver page's chart library (Chart.js, pinned), fetched once with `npm pack` from the
+#      npm registry this machine is configured for into the ignored api/static/vendor/; the
+#      browser tests use Debian's chromium and chromium-driver (step 1).
 # Runs as root (as CI does) or as a user with sudo. A second run takes well under a second.
 # Everything it builds stays in the ignored .state/ folder; the system's apt sources are never
 # changed. FLOWBILL_REBUILD_TIMESCALEDB=1 rebuilds and reinstalls the extension anyway.
@@ -25,7 +28,12 @@ PACKAGES=(postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql
           mosquitto mosquitto-clients
           build-essential cmake dpkg-dev xz-utils libssl-dev libkrb5-dev
           python3-venv python3-dev docker-compose
-          wrk)  # wrk: the HTTP load generator of `make bench`
+          wrk  # wrk: the HTTP load generator of `make bench`
+          chromium chromium-driver)  # the browser tests of the driver page (tests/web)
+# The chart library the driver page serves (api/static/vendor/); bump both together.
+CHART_PACKAGE=chart.js
+CHART_VERSION=4.4.8
+VENDOR="$REPO/api/static/vendor"
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
@@ -58,6 +66,39 @@ install_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "${missing[@]}" </dev/null 9>&-
+}
+
+# npm comes with Node.js; only without any npm do we install Debian's (which conflicts with
+# other Node.js builds a machine may carry).
+install_npm() {
+  command -v npm >/dev/null && return 0
+  say "installing Debian's npm …"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    npm </dev/null 9>&- || die "could not install npm"
+}
+
+# Fetches the pinned chart library with `npm pack` (the tarball only: no install scripts run)
+# and keeps its one UMD file; a stamp names the version, so a second run does nothing.
+vendor_chart() {
+  local stamp="$VENDOR/.$CHART_PACKAGE-$CHART_VERSION" work tarball
+  [ -f "$stamp" ] && [ -f "$VENDOR/chart.umd.js" ] && return 0
+  install_npm
+  say "fetching $CHART_PACKAGE $CHART_VERSION for the driver page …"
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064  # expand now: work is local
+  trap "rm -rf '$work'" RETURN
+  (cd "$work" && npm pack --silent "$CHART_PACKAGE@$CHART_VERSION" >pack.log 2>&1 </dev/null) \
+    || die "npm pack $CHART_PACKAGE@$CHART_VERSION failed: $(tail -n 5 "$work/pack.log")"
+  tarball=$(find "$work" -maxdepth 1 -name '*.tgz' | awk 'NR == 1')
+  [ -n "$tarball" ] || die "npm pack produced no tarball"
+  tar -xzf "$tarball" -C "$work" package/dist/chart.umd.js package/LICENSE.md \
+    || die "the $CHART_PACKAGE tarball has no dist/chart.umd.js"
+  mkdir -p "$VENDOR"
+  rm -f "$VENDOR"/.$CHART_PACKAGE-*
+  install -m 0644 "$work/package/dist/chart.umd.js" "$VENDOR/chart.umd.js.new"
+  install -m 0644 "$work/package/LICENSE.md" "$VENDOR/chart.js.LICENSE.md"
+  mv -f "$VENDOR/chart.umd.js.new" "$VENDOR/chart.umd.js"
+  touch "$stamp"
 }
 
 timescaledb_installed() {
@@ -216,6 +257,7 @@ main() {
     build_timescaledb
   fi
   python_env
+  vendor_chart
   say "ready"
 }
 

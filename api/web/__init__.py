@@ -1,0 +1,1 @@
+"""The driver page's helpers: browser sessions, CSRF, languages and templates."""
