@@ -33,6 +33,9 @@ test: lint
 bench: setup
 	@$(BIN)/python bench/ingest_throughput.py
 	@$(BIN)/python bench/wallet_throughput.py
+	@$(BIN)/python bench/allocation_throughput.py
+	@$(BIN)/python bench/iot_cards_throughput.py
+	@$(BIN)/python bench/driver_page.py
 
 compose-check:
 	@bash scripts/check-compose.sh

@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
 from api.broker import BrokerLink
 from api.routers import ROUTERS
+from api.web.templating import STATIC
 from flowbill import db, metrics
 from flowbill.settings import Settings, get_settings
 from wallet.gateways import HttpGateways
@@ -89,5 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    # The driver page's stylesheet, script and vendored chart library: served by us, never
+    # from a CDN.
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(MetricsMiddleware)
     return app

@@ -19,12 +19,16 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
 
+from billing.periods import earliest_open
+from flowbill import billing_demo
 from flowbill.settings import Settings, get_settings
 from flowbill.wallet_demo import run_wallet_demo
+from iot_cards.demo import run_iot_demo
 
 STATE = Path(os.environ.get("FLOWBILL_STATE_DIR", ".state"))
 MB = 1024 * 1024
@@ -116,11 +120,12 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
     settings = get_settings()
     stop_services(state)
     logs = _demo_dir(state)
-    api_port, gateway_port = _free_port(), _free_port()
+    api_port, gateway_port, iot_gateway_port = _free_port(), _free_port(), _free_port()
     api = f"http://127.0.0.1:{api_port}"
     env = {
         **os.environ,
         "FLOWBILL_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}",
+        "FLOWBILL_IOT_GATEWAY_URL": f"http://127.0.0.1:{iot_gateway_port}",
         "FLOWBILL_PUBLIC_URL": api,
         "FLOWBILL_GATEWAY_CALLBACK_SECRET": secrets.token_hex(16),
         "FLOWBILL_GATEWAY_TIMEOUT_SECONDS": "2",
@@ -134,6 +139,11 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
              "--pending-rate", "0.2", "--settle-delay", "2", "--lost-response-rate", "0.05",
              "--hang", "3", "--seed", "7"],
             env, logs / "gateways.log",
+        ),
+        # Identity checks (asynchronous, by signed callback) and the invoicing authority.
+        "iot-gateways": _spawn(
+            ["iot-gateway-simulator", "--port", str(iot_gateway_port)], env,
+            logs / "iot-gateways.log",
         ),
     }  # fmt: skip
     worker_ports = []
@@ -264,14 +274,55 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
         print(f"  {line}")
     all_match = all_match and wallet.books_balanced
     print()
+    print("IoT cards: a merchant's store, real-name verification, activation, recharges …")
+    iot = run_iot_demo(api, key)
+    for line in iot.lines():
+        print(f"  {line}")
+    print()
+    print("sponsors: who pays each app's bytes (automaker, map vendor, music provider, drivers) …")
+    zone = ZoneInfo(settings.billing_time_zone)
+    scenario = billing_demo.set_up(
+        api, key, vehicle_iccids=vehicles,
+        valid_from=earliest_open(datetime.now(UTC), zone, settings.billing_closing_days),
+    )  # fmt: skip
+    print(f"  {scenario.vehicles} vehicles with drivers ({scenario.funded_drivers} wallets"
+          " filled by a promotion), 3 sponsors, 3 policies; `flowbill bill` runs …")  # fmt: skip
+    billing_port = _free_port()
+    processes["billing"] = _spawn(
+        ["bill", "--metrics-port", str(billing_port)], env, logs / "billing.log"
+    )
+    (logs / "pids.json").write_text(json.dumps({k: p.pid for k, p in processes.items()}))
+    billing_demo.wait_allocated(api, key)
+    for line in billing_demo.report_lines(
+        api, key, scenario, period=datetime.now(zone).strftime("%Y-%m")
+    ):
+        print(f"  {line}")
+    with psycopg.connect(settings.database_dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT coalesce(sum(up_bytes + down_bytes), 0) FROM usage_items"
+            "        WHERE iccid = ANY(%(i)s) AND received_at >= %(t)s),"
+            "       (SELECT coalesce(sum(a.bytes), 0) FROM allocations a JOIN usage_reports r"
+            "        USING (iccid, boot, seq, window_start)"
+            "        WHERE a.iccid = ANY(%(i)s) AND r.received_at >= %(t)s)",
+            {"i": iccids, "t": started},
+        ).fetchone()
+    allocated_all = row is not None and row[0] == row[1]
+    print(f"  stored bytes {row[0] if row else 0:,} = allocated bytes {row[1] if row else 0:,}:"
+          f" {'yes' if allocated_all else 'NO'}")  # fmt: skip
+    all_match = all_match and allocated_all
+    print()
     print(f"API docs:        {api}/docs")
     print(f"API metrics:     {api}/metrics")
     for n, port in enumerate(worker_ports, start=1):
         print(f"ingest {n} metrics: http://127.0.0.1:{port}/metrics")
     print(f"operator key:    {logs / 'operator.key'}")
-    print("The API, the ingest workers and the gateway simulator keep running;"
+    print(f"billing metrics: http://127.0.0.1:{billing_port}/metrics")
+    print("The API, the ingest workers, the allocation run and the gateway simulator keep"
+          " running;"
           " `make stop` stops them.")  # fmt: skip
     print("sent and stored match, the books balance" if all_match else "MISMATCH: see above")
+    link = billing_demo.driver_page_link(api, scenario)
+    print(f"the driver page, signed in as a demo driver: {link}")
     return 0 if all_match else 1
 
 

@@ -52,25 +52,22 @@ def test_retention_and_compaction_commands_run(settings: Settings) -> None:
 
 
 def test_production_refuses_placeholder_secrets() -> None:
-    with pytest.raises(ValidationError, match="FLOWBILL_MQTT_PASSWORD"):
-        Settings(
-            environment="production",
-            database_url="postgresql://x@localhost/x",  # type: ignore[arg-type]
-            mqtt_password="changeme",  # type: ignore[arg-type]
-            gateway_callback_secret="a-real-callback-secret",  # type: ignore[arg-type]
-        )
-    with pytest.raises(ValidationError, match="FLOWBILL_GATEWAY_CALLBACK_SECRET"):
-        Settings(
-            environment="production",
-            database_url="postgresql://x@localhost/x",  # type: ignore[arg-type]
-            mqtt_password="a-real-secret",  # type: ignore[arg-type]
-        )
-    Settings(
-        environment="production",
-        database_url="postgresql://x@localhost/x",  # type: ignore[arg-type]
-        mqtt_password="a-real-secret",  # type: ignore[arg-type]
-        gateway_callback_secret="a-real-callback-secret",  # type: ignore[arg-type]
-    )
+    real = {
+        "environment": "production",
+        "database_url": "postgresql://x@localhost/x",
+        "mqtt_password": "a-real-secret",
+        "gateway_callback_secret": "a-real-callback-secret",
+        "iot_id_hash_key": "k" * 32,
+    }
+    for name, placeholder in [
+        ("mqtt_password", "changeme"),
+        ("gateway_callback_secret", "change-me"),
+        ("iot_id_hash_key", "change-me"),
+        ("iot_id_hash_key", "too-short-for-a-key"),
+    ]:
+        with pytest.raises(ValidationError, match=f"FLOWBILL_{name.upper()}"):
+            Settings(**{**real, name: placeholder})  # type: ignore[arg-type]
+    Settings(**real)  # type: ignore[arg-type]
 
 
 def test_settings_reject_bad_values() -> None:
@@ -78,6 +75,8 @@ def test_settings_reject_bad_values() -> None:
         Settings(database_url="postgresql://x@localhost/x", mqtt_port=70000)  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         Settings(database_url="postgresql://x@localhost/x", ingest_share_group="a/b")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="time zone"):
+        Settings(database_url="postgresql://x@localhost/x", billing_time_zone="Mars/Olympus")  # type: ignore[arg-type]
 
 
 def test_ledger_check_proves_the_books(settings: Settings) -> None:
