@@ -63,6 +63,9 @@ class Booking:
 
     def period(self, window_start: datetime) -> tuple[date, bool, date]:
         """(period booked in, whether this is an adjustment, day of use)."""
+        found = self._by_minute.get(window_start)  # items start on the minute: one lookup
+        if found is not None:
+            return found
         minute = window_start.replace(second=0, microsecond=0)
         found = self._by_minute.get(minute)
         if found is None:
@@ -75,4 +78,5 @@ class Booking:
                     self._current = month_of(self.now, self.zone)
                 found = (self._current, self._current != used, local.date())
             self._by_minute[minute] = found
+        self._by_minute[window_start] = found
         return found

@@ -251,18 +251,18 @@ class AllocationRun:
         batch_id: int,
         now: datetime,
     ) -> list[tuple[UUID, int, int]]:
-        draws = []
-        for driver in sorted(start):
-            drawn = start[driver] - left[driver]
-            if drawn <= 0:
-                continue
-            spent = await wallet.spend(
-                conn, key=f"billing:{batch_id}:{driver}", user=str(driver), data_bytes=drawn,
-                to_kind=wallet.AccountKind.PLATFORM_DATA, to_owner=TRAFFIC_OWNER, now=now,
-                memo={"reason": "traffic", "batch_id": batch_id},
-            )  # fmt: skip
-            draws.append((driver, drawn, spent.txn_id))
-        return draws
+        drivers = [d for d in sorted(start) if start[d] > left[d]]
+        spent = await wallet.spend_many(
+            conn,
+            [
+                wallet.Draw(key=f"billing:{batch_id}:{d}", user=str(d),
+                            data_bytes=start[d] - left[d],
+                            memo={"reason": "traffic", "batch_id": batch_id})
+                for d in drivers
+            ],
+            to_kind=wallet.AccountKind.PLATFORM_DATA, to_owner=TRAFFIC_OWNER, now=now,
+        )  # fmt: skip
+        return [(d, s.data_bytes, s.txn_id) for d, s in zip(drivers, spent, strict=True)]
 
     async def _alerts(
         self, conn: Connection, book: PolicyBook, before: Spend, after: Spend, *, now: datetime

@@ -124,6 +124,73 @@ async def claim_key(
     return int(found[0]), False, str(found[1]), bytes(found[2])
 
 
+async def claim_keys(
+    conn: Connection, *, kind: str, claims: Sequence[tuple[str, bytes, dict[str, object]]]
+) -> dict[str, int]:
+    """Claim many (key, digest, memo) at once: {key: txn id} of those created by this call.
+    The keys this leaves out existed already (see claim_key for what they hold)."""
+    if not claims:
+        return {}
+    cur = await conn.execute(
+        """
+        INSERT INTO ledger_transactions (idempotency_key, kind, request_digest, memo)
+        SELECT k, %s, d, m FROM unnest(%s::text[], %s::bytea[], %s::jsonb[]) AS c(k, d, m)
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING idempotency_key, txn_id
+        """,
+        (
+            kind,
+            [key for key, _, _ in claims],
+            [digest for _, digest, _ in claims],
+            [Jsonb(memo) for _, _, memo in claims],
+        ),
+    )
+    return {str(key): int(txn_id) for key, txn_id in await cur.fetchall()}
+
+
+async def wallets_of(conn: Connection, owners: Sequence[str]) -> dict[str, int]:
+    """The data wallets of many users: {owner: account id}; users without one are left out."""
+    cur = await conn.execute(
+        """SELECT owner, account_id FROM ledger_accounts
+           WHERE kind = 'user_wallet' AND asset = 'data' AND owner = ANY(%s)""",
+        (list(owners),),
+    )
+    return {str(owner): int(account) for owner, account in await cur.fetchall()}
+
+
+async def take_from_wallets(
+    conn: Connection,
+    takes: Sequence[tuple[int, int, int]],
+    *,
+    destination: int,
+    now: datetime,
+) -> dict[int, list[tuple[int, int]]]:
+    """wallet_take (migrations/0007) for many (txn id, wallet, amount) in one statement, in
+    the order given (callers sort by wallet: one lock order, no deadlocks): {txn id: [(lot id,
+    bytes taken)]}; a transaction left out found its wallet holding too little."""
+    taken: dict[int, list[tuple[int, int]]] = {}
+    if not takes:
+        return taken
+    cur = await conn.execute(
+        """
+        SELECT d.txn, t.taken_lot_id, t.taken
+        FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY
+             AS d(txn, wallet, amount, n)
+        CROSS JOIN LATERAL wallet_take(d.txn, d.wallet, d.amount, %s, %s) AS t
+        """,
+        (
+            [txn for txn, _, _ in takes],
+            [wallet for _, wallet, _ in takes],
+            [amount for _, _, amount in takes],
+            destination,
+            now,
+        ),
+    )
+    for txn, lot, amount in await cur.fetchall():
+        taken.setdefault(int(txn), []).append((int(lot), int(amount)))
+    return taken
+
+
 async def post_legs(conn: Connection, txn_id: int, legs: Sequence[Leg]) -> None:
     """Write the entries and move the cached balances (in account order: no deadlocks)."""
     async with conn.cursor() as cur:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -322,6 +323,70 @@ async def spend(
         data_bytes=data_bytes,
         lots=tuple(LotShare(lot_id, amount) for lot_id, amount in taken),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Draw:
+    """One user's spend in a `spend_many`."""
+
+    key: str
+    user: str
+    data_bytes: int
+    memo: dict[str, object]
+
+
+async def spend_many(
+    conn: Connection,
+    draws: Sequence[Draw],
+    *,
+    to_kind: AccountKind,
+    to_owner: str,
+    now: datetime,
+) -> list[Spent]:
+    """Many users' spends to one destination in a handful of round trips, exactly as `spend`
+    would make them one by one (same keys and request digests, same lots, same entries); the
+    allocation run draws a whole batch's user shares this way. A key seen before answers its
+    first result. InsufficientBalance if any wallet holds too little: the caller's transaction
+    must then roll back, as it holds the others' spends."""
+    if to_kind in {AccountKind.USER_WALLET, AccountKind.MERCHANT_POOL, AccountKind.CAMPAIGN}:
+        raise InvalidAmount("data is spent to a carrier, the exchange or breakage")
+    for draw in draws:
+        _check_amount(draw.data_bytes, "data_bytes")
+        if not draw.key or len(draw.key) > 200:
+            raise InvalidAmount("an idempotency key of 1 to 200 characters is required")
+    created = await repository.claim_keys(
+        conn,
+        kind="spend",
+        claims=[
+            (d.key, _digest("spend", user=d.user, data_bytes=d.data_bytes,
+                            to_kind=to_kind.value, to_owner=to_owner), d.memo)
+            for d in draws
+        ],
+    )  # fmt: skip
+    fresh = [d for d in draws if d.key in created]
+    wallets = await repository.wallets_of(conn, [d.user for d in fresh])
+    if any(d.user not in wallets for d in fresh):
+        raise InsufficientBalance("the wallet is empty")
+    destination = await _account(conn, to_kind, to_owner, DATA)
+    takes = sorted(
+        ((created[d.key], wallets[d.user], d.data_bytes) for d in fresh), key=lambda t: t[1]
+    )
+    taken = await repository.take_from_wallets(conn, takes, destination=destination, now=now)
+    if len(taken) < len(takes):
+        raise InsufficientBalance("a wallet holds less unexpired data than asked")
+    spent = []
+    for draw in draws:
+        if draw.key in created:
+            txn_id = created[draw.key]
+            lots = tuple(LotShare(lot_id, amount) for lot_id, amount in taken[txn_id])
+            spent.append(Spent(txn_id=txn_id, data_bytes=draw.data_bytes, lots=lots))
+        else:  # a repeat: `spend` checks the request and answers the first result
+            again = await spend(
+                conn, key=draw.key, user=draw.user, data_bytes=draw.data_bytes,
+                to_kind=to_kind, to_owner=to_owner, now=now, memo=draw.memo,
+            )  # fmt: skip
+            spent.append(again)
+    return spent
 
 
 async def refund(

@@ -114,6 +114,54 @@ async def test_a_repeated_key_returns_the_first_result_and_another_request_is_re
         await spend(conn, user, 11 * MB, key="redeem-1-" + user)
 
 
+async def test_many_spends_at_once_take_what_spends_one_by_one_take(conn: Connection) -> None:
+    """spend_many (the allocation run's draws) takes the same lots with the same keys and
+    digests as `spend` one by one; a repeat answers the first result; one wallet short rolls
+    the whole batch back with the caller's transaction."""
+    merchant = await funded_merchant(conn)
+    users = [name("user") for _ in range(4)]
+    soonest = []
+    for n, user in enumerate(users):
+        await give(conn, merchant, user, (n + 1) * 10 * MB, days=300)
+        soonest.append((await give(conn, merchant, user, 5 * MB, days=3 + n)).lot_id)
+    draws = [
+        service.Draw(key=name("draw"), user=user, data_bytes=(n + 1) * 7 * MB, memo={"n": n})
+        for n, user in enumerate(users)
+    ]
+    spent = await service.spend_many(
+        conn, draws, to_kind=AccountKind.CARRIER, to_owner="china-mobile-gd", now=NOW
+    )
+    for n, (draw, result) in enumerate(zip(draws, spent, strict=True)):
+        assert result.data_bytes == draw.data_bytes
+        assert result.lots[0] == service.LotShare(soonest[n], 5 * MB)
+        assert sum(share.data_bytes for share in result.lots) == draw.data_bytes
+        assert await service.balance(conn, user=draw.user) == (n + 1) * 3 * MB + 5 * MB
+        # The same key through `spend` is the same request: it answers the first result.
+        assert await spend(conn, draw.user, draw.data_bytes, key=draw.key) == result
+    again = await service.spend_many(
+        conn, list(reversed(draws)), to_kind=AccountKind.CARRIER, to_owner="china-mobile-gd",
+        now=NOW,
+    )  # fmt: skip
+    assert again == list(reversed(spent))
+    with pytest.raises(IdempotencyKeyReused):
+        await service.spend_many(
+            conn, [service.Draw(key=draws[0].key, user=users[0], data_bytes=1, memo={})],
+            to_kind=AccountKind.CARRIER, to_owner="china-mobile-gd", now=NOW,
+        )  # fmt: skip
+    short = [
+        service.Draw(key=name("draw"), user=users[0], data_bytes=MB, memo={}),
+        service.Draw(key=name("draw"), user=users[1], data_bytes=100 * MB, memo={}),
+    ]
+    before = [await service.balance(conn, user=user) for user in users]
+    with pytest.raises(InsufficientBalance):
+        async with conn.transaction():
+            await service.spend_many(
+                conn, short, to_kind=AccountKind.CARRIER, to_owner="china-mobile-gd", now=NOW
+            )
+    assert [await service.balance(conn, user=user) for user in users] == before
+    assert await service.check_books(conn) == []
+
+
 async def test_refunds_return_to_the_original_lots_or_to_breakage(conn: Connection) -> None:
     merchant = await funded_merchant(conn)
     user = name("user")
