@@ -119,13 +119,14 @@ async def _caller(conn: ConnDep, credentials: Credentials) -> Caller:
 
 async def _caller_without_transaction(pool: PoolDep, credentials: Credentials) -> Caller:
     # For commands that are one SQL statement (statement_connection): a key verified lately
-    # needs no database; another is checked in a short transaction of its own, over before
-    # the endpoint takes its connection, so a request never holds two at once.
+    # needs no database; another is checked by its own statements (a read, and at most once a
+    # minute a touch of last_used_at: neither needs the other's transaction), over before the
+    # endpoint takes its connection, so a request never holds two at once.
     api_key = _api_key(credentials)
     caller = tenants.remembered_caller(api_key)
     if caller is not None:
         return caller
-    async with _pooled(pool) as conn, conn.transaction():
+    async with statement_connection(pool) as conn:
         return await tenants.authenticate(conn, api_key)
 
 
