@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -109,10 +110,17 @@ class Page:
         await self.call(self._navigate, lambda: self.driver.find_element(By.ID, link_id).click())
 
     def _navigate(self, action: Callable[[], None]) -> None:
-        old = self.driver.find_element(By.TAG_NAME, "html")
+        # The page being left is marked; the next one, loaded, is not. (Waiting for the old
+        # <html> element to go stale races with Chromium tearing the document down: it may
+        # answer "node does not belong to the document" instead of "stale".)
+        self.driver.execute_script("document.documentElement.dataset.leaving = 'yes'")
         action()
-        WebDriverWait(self.driver, WAIT_SECONDS).until(ec.staleness_of(old))
-        self._loaded()
+        WebDriverWait(self.driver, WAIT_SECONDS, ignored_exceptions=(WebDriverException,)).until(
+            lambda d: d.execute_script(
+                "return document.readyState === 'complete'"
+                " && document.documentElement.dataset.leaving === undefined"
+            )
+        )
 
     async def find(self, css: str) -> WebElement:
         return await self.call(
