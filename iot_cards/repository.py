@@ -345,6 +345,13 @@ async def get_card(
         return await cur.fetchone()
 
 
+def _equal_to(**columns: object) -> tuple[list[str], list[object]]:
+    """SQL conditions and their parameters for the filters given (None: no filter); the
+    column names are ours, never a caller's."""
+    given = [(column, value) for column, value in columns.items() if value is not None]
+    return ["true"] + [f"{column} = %s" for column, _ in given], [value for _, value in given]
+
+
 async def list_cards(
     conn: Connection,
     *,
@@ -354,12 +361,7 @@ async def list_cards(
     after: str | None = None,
     limit: int,
 ) -> list[CardRow]:
-    conditions = ["true"]
-    params: list[object] = []
-    for column, value in (("merchant_id", merchant_id), ("holder_id", holder_id), ("state", state)):
-        if value is not None:
-            conditions.append(f"{column} = %s")
-            params.append(value)
+    conditions, params = _equal_to(merchant_id=merchant_id, holder_id=holder_id, state=state)
     if after is not None:
         conditions.append("iccid > %s")
         params.append(after)
@@ -633,12 +635,7 @@ async def list_orders(
     iccid: str | None = None,
     limit: int,
 ) -> list[OrderRow]:
-    conditions = ["true"]
-    params: list[object] = []
-    for column, value in (("merchant_id", merchant_id), ("buyer_id", buyer_id), ("iccid", iccid)):
-        if value is not None:
-            conditions.append(f"{column} = %s")
-            params.append(value)
+    conditions, params = _equal_to(merchant_id=merchant_id, buyer_id=buyer_id, iccid=iccid)
     params.append(limit)
     async with conn.cursor(row_factory=class_row(OrderRow)) as cur:
         await cur.execute(

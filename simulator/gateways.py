@@ -21,7 +21,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -563,22 +563,22 @@ def _unknown_carrier(carrier: str) -> JSONResponse | None:
     return JSONResponse({"status": "failed", "reason": "unknown_carrier"}, status_code=404)
 
 
-def create_gateway_app(behaviour: GatewayBehaviour, *, callback_secret: str) -> FastAPI:
-    """The simulated carriers, payment provider and fulfilment provider as one ASGI app."""
-    parties = _Parties(behaviour, callback_secret=callback_secret)
+def simulator_app(title: str, close: Callable[[], Awaitable[None]]) -> FastAPI:
+    """The frame every simulated party's app shares: `close` at shutdown, a health check,
+    and malformed requests refused as a party would — a refusal that applied nothing, saying
+    where without echoing the input back (it may hold personal data)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            await parties.close()
+            await close()
 
-    app = FastAPI(title="Flowbill gateway simulator", lifespan=lifespan)
+    app = FastAPI(title=title, lifespan=lifespan)
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # As a party would: a refusal that applied nothing, without echoing the input back.
         errors = [{"loc": list(error["loc"]), "msg": error["msg"]} for error in exc.errors()]
         return JSONResponse(
             {"status": "failed", "reason": "malformed_request", "errors": errors},
@@ -589,6 +589,14 @@ def create_gateway_app(behaviour: GatewayBehaviour, *, callback_secret: str) -> 
     async def healthz() -> dict[str, str]:
         """Whether the simulator is up."""
         return {"status": "ok"}
+
+    return app
+
+
+def create_gateway_app(behaviour: GatewayBehaviour, *, callback_secret: str) -> FastAPI:
+    """The simulated carriers, payment provider and fulfilment provider as one ASGI app."""
+    parties = _Parties(behaviour, callback_secret=callback_secret)
+    app = simulator_app("Flowbill gateway simulator", parties.close)
 
     @app.post("/carriers/{carrier}/top-ups")
     async def submit_top_up(carrier: str, request: TopUpRequest) -> JSONResponse:

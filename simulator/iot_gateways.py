@@ -13,25 +13,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from flowbill.logs import configure_logging
+from simulator.gateways import simulator_app
 from wallet.gateways import SIGNATURE_HEADER, sign_callback
 
 log = logging.getLogger(__name__)
@@ -276,26 +274,7 @@ def create_iot_gateway_app(behaviour: IotBehaviour, *, callback_secret: str) -> 
     """The simulated identity-check provider and invoicing service as one ASGI app."""
     parties = _Parties(behaviour, callback_secret=callback_secret)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await parties.close()
-
-    app = FastAPI(title="Flowbill IoT gateway simulator", lifespan=lifespan)
-
-    @app.exception_handler(RequestValidationError)
-    async def _malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Where, never the input: it holds a person's name and ID number.
-        errors = [{"loc": list(error["loc"]), "msg": error["msg"]} for error in exc.errors()]
-        return JSONResponse(
-            {"status": "failed", "reason": "malformed_request", "errors": errors}, status_code=422
-        )
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app = simulator_app("Flowbill IoT gateway simulator", parties.close)
 
     @app.post("/identity-checks")
     async def submit_check(request: IdentityCheckRequest) -> JSONResponse:

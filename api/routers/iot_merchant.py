@@ -4,7 +4,7 @@ only its own cards, orders and buyers: anything else answers 404."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -20,7 +20,7 @@ from api.deps import (
 )
 from api.deps import after_response as after
 from api.routers.iot_callbacks import IotGatewaysDep
-from flowbill.errors import InvalidInput
+from billing.periods import parse_month
 from iot_cards import service, settlement
 from iot_cards.lifecycle import Actor, State
 from iot_cards.schemas import (
@@ -225,12 +225,8 @@ async def statement(
     currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")] = "CNY",
 ) -> StatementPublic:
     """A month's sales and refunds (Asia/Shanghai) with your revenue: retail − wholesale."""
-    try:
-        first = date.fromisoformat(f"{month}-01")
-    except ValueError as exc:
-        raise InvalidInput("month is YYYY-MM") from exc
     return await service.statement(
-        conn, merchant_id=caller.tenant_id, month=first, currency=currency
+        conn, merchant_id=caller.tenant_id, month=parse_month(month), currency=currency
     )
 
 
