@@ -164,7 +164,7 @@ async def baseline(settings: Settings, *, batch_items: int, rows_per_item: float
                 "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
             )).fetchone())[0]  # type: ignore[index]  # fmt: skip
             counts = await billing_repository.items_per_transaction(
-                conn, from_xid=0, horizon=horizon
+                conn, from_xid=0, until_xid=horizon
             )
         position = 0
         while position < len(counts):

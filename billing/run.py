@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -37,9 +38,8 @@ from sponsors.allocation import (
     Share,
     SimView,
     Spend,
-    sponsor_shares,
+    allocate,
     terms_in_force,
-    user_shares,
 )
 from wallet import reports as wallet_reports
 from wallet import service as wallet
@@ -52,6 +52,11 @@ BUDGET_EVENT = "policy.budget_threshold_reached"
 # Where the user's share of traffic goes in the wallet's ledger.
 TRAFFIC_OWNER = "traffic"
 _EPOCH = date(1970, 1, 1)
+# Transaction ids the run looks at first for the next batch's items (it widens the range while
+# it finds too few, and narrows it again when it finds far too many).
+_XID_SPAN = 256
+# Items computed at a time: while the server stores one chunk's rows, the run computes the next.
+CHUNK_ITEMS = 5_000
 
 
 @dataclass(slots=True)
@@ -81,6 +86,10 @@ class AllocationRun:
         self._reader = reader
         self._prefetch: tuple[tuple[int, int], asyncio.Task[list[repository.ItemTuple]]] | None
         self._prefetch = None
+        self._xid_span = _XID_SPAN
+        # (cursor, items per transaction from there on, end of that count) as the last batch
+        # left them: the next batch's count, if that batch commits.
+        self._known: tuple[int, list[tuple[int, int]], int] | None = None
 
     def _choose(self, counts: list[tuple[int, int]]) -> int:
         """The last transaction of a batch that starts with `counts[0]`."""
@@ -90,6 +99,33 @@ class AllocationRun:
                 break
             to_xid, taken = xid, taken + count
         return to_xid
+
+    async def _counts(
+        self, conn: Connection, from_xid: int, horizon: int
+    ) -> tuple[list[tuple[int, int]], int]:
+        """Items per transaction from the cursor on, and where the range counted ends.
+
+        A backlog can be long: counting all of it for every batch would cost more than
+        allocating it. So the run counts just enough transaction ids for a few batches, and
+        the next batch uses what is left of that count while it holds a whole batch (those
+        transactions have ended: their counts are final)."""
+        known, self._known = self._known, None
+        if known is not None and known[0] == from_xid:
+            counts, until = known[1], known[2]
+            if sum(count for _, count in counts) >= self.batch_items:
+                return counts, until
+        while True:
+            until = min(horizon, from_xid + self._xid_span)
+            counts = await repository.items_per_transaction(
+                conn, from_xid=from_xid, until_xid=until
+            )
+            found = sum(count for _, count in counts)
+            if until == horizon or found >= 4 * self.batch_items:
+                break
+            self._xid_span *= 2
+        if found > 8 * self.batch_items:
+            self._xid_span = max(self._xid_span // 2, 16)
+        return counts, until
 
     async def _items(
         self, conn: Connection, from_xid: int, to_xid: int
@@ -139,18 +175,19 @@ class AllocationRun:
         now = max(now, datetime.now(UTC))
         started = time.perf_counter()
         from_xid, horizon = await repository.cursor_and_horizon(conn)
-        counts = await repository.items_per_transaction(conn, from_xid=from_xid, horizon=horizon)
+        counts, until = await self._counts(conn, from_xid, horizon)
         if not counts:
-            await repository.advance_cursor(conn, horizon)
+            await repository.advance_cursor(conn, until)
             return BatchOutcome(None, 0, 0)
         to_xid = self._choose(counts)
         remaining = [(xid, count) for xid, count in counts if xid > to_xid]
-        next_xid = remaining[0][0] if remaining else horizon
+        next_xid = remaining[0][0] if remaining else until
+        self._known = (next_xid, remaining, until)
         rows = await self._items(conn, from_xid, to_xid)
         self._read_ahead(remaining)
         batch_id = await repository.next_batch_id(conn)
         outcome = await self._allocate(conn, rows, batch_id=batch_id, now=now)
-        outcome.more = bool(remaining)
+        outcome.more = bool(remaining) or until < horizon
         oldest = min((r[6] for r in rows), default=None)
         await repository.finish_batch(
             conn, batch_id=batch_id, from_xid=from_xid, to_xid=to_xid, next_xid=next_xid,
@@ -167,37 +204,46 @@ class AllocationRun:
         self, conn: Connection, rows: list[repository.ItemTuple], *, batch_id: int, now: datetime
     ) -> BatchOutcome:
         booking = Booking(self.zone, self.closing_days, now)
-        items = []
-        adjustments = 0
-        for window_start, iccid, boot, seq, app, data_bytes, _ in rows:
-            period, adjustment, day = booking.period(window_start)
-            items.append(
-                Item(window_start, iccid, boot, seq, app, data_bytes, period, adjustment, day)
-            )
-            adjustments += adjustment
-        iccids = sorted({i.iccid for i in items})
+        rows.sort()  # canonical order: the tuples start with the item's key
+        booked = {ws: booking.period(ws) for ws in {r[0] for r in rows}}
+        adjustments = sum(1 for r in rows if booked[r[0]][1])
+        iccids = sorted({r[1] for r in rows})
         sims = await sponsors.sim_views(conn, iccids)
         categories = await sponsors.categories(conn)
         book, budgets = await self.policy_book(conn)
-        spend = await self._spend(conn, book, budgets, sims, {i.period for i in items})
+        spend = await self._spend(conn, book, budgets, sims, {b[0] for b in booked.values()})
         before = Spend(
             cap_used=dict(spend.cap_used),
             budgets=spend.budgets,
             used_bytes=dict(spend.used_bytes),
             used_money=dict(spend.used_money),
         )
-        shares, left_over = sponsor_shares(
-            items, sims=sims, categories=categories, candidates=book.candidates, spend=spend
-        )
-        drivers = sorted({str(r.driver_id) for r in left_over if r.driver_id is not None})
+        # Every driver of the batch's SIMs: what is left of an item after its sponsors is
+        # only known chunk by chunk.
+        drivers = sorted({str(s.driver_id) for s in sims.values() if s.driver_id is not None})
         balances = await wallet_reports.spendable(conn, users=drivers, now=now)
         wallets = {UUID(d): b for d, b in balances.items() if b > 0}
         start_wallets = dict(wallets)
-        shares += user_shares(left_over, wallets)
+        # Chunk after chunk, `spend` carries what the chunks before drew from caps, budgets
+        # and wallets: computing a batch in chunks changes nothing.
+        spend.wallets = wallets
+        totals = _Totals(batch_id)
+
+        def compute(
+            chunk: list[repository.ItemTuple], number: int
+        ) -> list[repository.StagedAllocation]:
+            items = [
+                Item(ws, iccid, boot, seq, app, data_bytes, *booked[ws])
+                for ws, iccid, boot, seq, app, data_bytes, _ in chunk
+            ]
+            shares = allocate(
+                items, sims=sims, categories=categories, candidates=book.candidates, spend=spend
+            )
+            return totals.rows(shares, number)
+
+        allocations = await self._store_shares(conn, rows, batch_id=batch_id, compute=compute)
+        await repository.add_daily(conn, totals.daily_rows())
         draws = await self._draw_wallets(conn, start_wallets, wallets, batch_id=batch_id, now=now)
-        allocation_rows, daily, per_kind, per_sponsor = _tally(shares, batch_id)
-        await repository.copy_allocations(conn, allocation_rows)
-        await repository.add_daily(conn, daily)
         await repository.record_wallet_draws(conn, batch_id, draws)
         changed = [
             (pid, spend.used_bytes[pid], spend.used_money[pid])
@@ -206,13 +252,50 @@ class AllocationRun:
         ]
         await sponsors.record_spend(conn, changed, _changed_caps(before, spend))
         exhausted = await self._alerts(conn, book, before, spend, now=now)
-        _count(len(items), adjustments, per_kind, per_sponsor)
-        touched = {i.iccid for i in items}
+        _count(len(rows), adjustments, totals.per_kind, totals.per_sponsor)
+        touched = set(iccids)
         # A wallet drawn dry changes the coverage of every SIM its driver owns.
         dry = [str(d) for d, left in wallets.items() if left == 0 and start_wallets.get(d)]
         if dry:
             touched.update(await sponsors.sims_of_drivers(conn, [UUID(d) for d in dry]))
-        return BatchOutcome(batch_id, len(items), len(shares), adjustments, touched, exhausted)
+        return BatchOutcome(batch_id, len(rows), allocations, adjustments, touched, exhausted)
+
+    @staticmethod
+    async def _store_shares(
+        conn: Connection,
+        rows: list[repository.ItemTuple],
+        *,
+        batch_id: int,
+        compute: Callable[[list[repository.ItemTuple], int], list[repository.StagedAllocation]],
+    ) -> int:
+        """Compute the allocation rows of the items (in canonical order) chunk by chunk, and
+        store them; returns how many. The server moves each staged chunk into `allocations`
+        while the next one is computed here: that is where the two sides' time overlaps."""
+        await repository.prepare_staging(conn)
+        stored = 0
+        moving: asyncio.Task[None] | None = None
+        try:
+            for number, first in enumerate(range(0, len(rows), CHUNK_ITEMS)):
+                staged = compute(rows[first : first + CHUNK_ITEMS], number)
+                if moving is not None:
+                    await moving
+                    moving = None
+                await repository.stage_allocations(conn, staged)
+                stored += len(staged)
+                moving = asyncio.create_task(
+                    repository.store_staged(conn, batch_id=batch_id, chunk=number)
+                )
+                # Let the task send its statement before the next chunk keeps this thread busy.
+                await asyncio.sleep(0)
+            if moving is not None:
+                await moving
+                moving = None
+        finally:
+            if moving is not None:
+                # The connection finishes the statement before the transaction can end.
+                with contextlib.suppress(Exception):
+                    await moving
+        return stored
 
     async def _spend(
         self,
@@ -327,37 +410,47 @@ class AllocationRun:
 Daily = tuple[date, str, str, str, str, UUID | None, int, int]
 
 
-def _tally(
-    shares: list[Share], batch_id: int
-) -> tuple[list[repository.AllocationTuple], list[Daily], dict[str, int], dict[UUID, int]]:
-    """One pass over a batch's shares: the allocation rows, the daily totals, and the bytes
-    per payer kind and per sponsor (for the metrics)."""
-    rows: list[repository.AllocationTuple] = []
-    totals: dict[tuple[date, str, str, str, str, UUID | None], list[int]] = {}
-    per_kind: dict[str, int] = defaultdict(int)
-    per_sponsor: dict[UUID, int] = defaultdict(int)
-    sponsor = PayerKind.SPONSOR
-    for share in shares:
-        item = share.item
-        kind, payer, data_bytes = share.payer_kind, share.payer_id, share.data_bytes
-        rows.append(
-            (item.window_start, item.iccid, item.boot, item.seq, item.app, share.category,
-             item.period, kind, payer, share.policy_id, share.terms_from, data_bytes,
-             item.adjustment, batch_id)
-        )  # fmt: skip
-        assert item.day is not None
-        key = (item.day, item.iccid, item.app, share.category, kind, payer)
-        found = totals.get(key)
-        if found is None:
-            totals[key] = [data_bytes, 1]
-        else:
-            found[0] += data_bytes
-            found[1] += 1
-        per_kind[kind] += data_bytes
-        if kind == sponsor and payer is not None:
-            per_sponsor[payer] += data_bytes
-    daily = [(*key, total[0], total[1]) for key, total in totals.items()]
-    return rows, daily, per_kind, per_sponsor
+class _Totals:
+    """A batch's sums, kept as its chunks are computed: the daily totals, and the bytes per
+    payer kind and per sponsor (for the metrics)."""
+
+    def __init__(self, batch_id: int) -> None:
+        self.batch_id = batch_id
+        self.daily: dict[tuple[date, str, str, str, str, UUID | None], list[int]] = {}
+        self.per_kind: dict[str, int] = defaultdict(int)
+        self.per_sponsor: dict[UUID, int] = defaultdict(int)
+
+    def rows(self, shares: list[Share], chunk: int) -> list[repository.StagedAllocation]:
+        """The shares' allocation rows (staged as chunk `chunk`), added to the sums in the
+        same pass."""
+        rows: list[repository.StagedAllocation] = []
+        append = rows.append
+        daily, per_kind, per_sponsor = self.daily, self.per_kind, self.per_sponsor
+        batch_id = self.batch_id
+        sponsor = PayerKind.SPONSOR
+        for share in shares:
+            item = share.item
+            kind, payer, data_bytes = share.payer_kind, share.payer_id, share.data_bytes
+            append(
+                (item.window_start, item.iccid, item.boot, item.seq, item.app, share.category,
+                 item.period, kind, payer, share.policy_id, share.terms_from, data_bytes,
+                 item.adjustment, batch_id, chunk)
+            )  # fmt: skip
+            assert item.day is not None
+            key = (item.day, item.iccid, item.app, share.category, kind, payer)
+            found = daily.get(key)
+            if found is None:
+                daily[key] = [data_bytes, 1]
+            else:
+                found[0] += data_bytes
+                found[1] += 1
+            per_kind[kind] += data_bytes
+            if kind == sponsor and payer is not None:
+                per_sponsor[payer] += data_bytes
+        return rows
+
+    def daily_rows(self) -> list[Daily]:
+        return [(*key, total[0], total[1]) for key, total in self.daily.items()]
 
 
 def _count(

@@ -13,12 +13,21 @@ import httpx
 import psycopg
 import pytest
 
+import billing.run
 from flowbill.settings import Settings
 from tests.billing.cars import GB, Car, bill
 from tests.conftest import REPO, IngestProcess, assert_problem, bearer, new_iccid
 from tests.wallet.factories import MB, Shop, balance_of
 
 pytestmark = pytest.mark.usefixtures("ingest_workers")
+
+
+@pytest.fixture(params=["one chunk", "one item per chunk"])
+def chunking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's batches computed and stored in one chunk, or in chunks of a single item (so
+    caps, budgets and wallets carry across chunks inside a batch)."""
+    if request.param == "one item per chunk":
+        monkeypatch.setattr(billing.run, "CHUNK_ITEMS", 1)
 
 
 async def rows_of(conn: psycopg.AsyncConnection, iccid: str) -> int:
@@ -36,6 +45,7 @@ async def stored_bytes(conn: psycopg.AsyncConnection, iccid: str) -> int:
     return int(row[0]) if row else 0
 
 
+@pytest.mark.usefixtures("chunking")
 async def test_the_car_scenario_pays_each_app_to_its_sponsor_and_the_rest_from_the_wallet(
     http: httpx.AsyncClient,
     settings: Settings,
@@ -143,6 +153,7 @@ async def test_a_cap_crossed_in_the_middle_of_an_item_splits_it_and_alerts_once(
     assert coverage["apps"]["music.qq"] == {"payer": "blocked"}
 
 
+@pytest.mark.usefixtures("chunking")
 async def test_a_budget_spent_in_the_middle_of_a_batch_stops_paying_exactly_there(
     http: httpx.AsyncClient,
     settings: Settings,
