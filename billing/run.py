@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -84,7 +85,7 @@ class AllocationRun:
         # An autocommit connection that reads the next batch's items while this one is
         # allocated and written: those items are final, so reading them early is safe.
         self._reader = reader
-        self._prefetch: tuple[tuple[int, int], asyncio.Task[list[repository.ItemTuple]]] | None
+        self._prefetch: tuple[tuple[int, int], asyncio.Task[_Read]] | None
         self._prefetch = None
         self._xid_span = _XID_SPAN
         # (cursor, items per transaction from there on, end of that count) as the last batch
@@ -127,9 +128,7 @@ class AllocationRun:
             self._xid_span = max(self._xid_span // 2, 16)
         return counts, until
 
-    async def _items(
-        self, conn: Connection, from_xid: int, to_xid: int
-    ) -> list[repository.ItemTuple]:
+    async def _items(self, conn: Connection, from_xid: int, to_xid: int) -> _Read:
         prefetched, self._prefetch = self._prefetch, None
         if prefetched is not None:
             span, task = prefetched
@@ -140,7 +139,7 @@ class AllocationRun:
                     log.warning("read-ahead failed; reading again", extra={"error": str(exc)})
             else:
                 await _drop(task)
-        return await repository.items(conn, from_xid=from_xid, to_xid=to_xid)
+        return await _read(conn, from_xid, to_xid)
 
     async def close(self) -> None:
         """Drop a read-ahead under way (before its connection closes)."""
@@ -152,10 +151,7 @@ class AllocationRun:
         if self._reader is None or not remaining or self._reader.closed:
             return
         span = (remaining[0][0], self._choose(remaining))
-        task = asyncio.create_task(
-            repository.items(self._reader, from_xid=span[0], to_xid=span[1]),
-            name="billing-read-ahead",
-        )
+        task = asyncio.create_task(_read(self._reader, span[0], span[1]), name="billing-read-ahead")
         self._prefetch = (span, task)
 
     async def policy_book(self, conn: Connection) -> tuple[PolicyBook, dict[int, Budget]]:
@@ -183,10 +179,10 @@ class AllocationRun:
         remaining = [(xid, count) for xid, count in counts if xid > to_xid]
         next_xid = remaining[0][0] if remaining else until
         self._known = (next_xid, remaining, until)
-        rows = await self._items(conn, from_xid, to_xid)
+        rows, sims = await self._items(conn, from_xid, to_xid)
         self._read_ahead(remaining)
         batch_id = await repository.next_batch_id(conn)
-        outcome = await self._allocate(conn, rows, batch_id=batch_id, now=now)
+        outcome = await self._allocate(conn, rows, sims, batch_id=batch_id, now=now)
         outcome.more = bool(remaining) or until < horizon
         oldest = min((r[6] for r in rows), default=None)
         await repository.finish_batch(
@@ -201,17 +197,20 @@ class AllocationRun:
         return outcome
 
     async def _allocate(
-        self, conn: Connection, rows: list[repository.ItemTuple], *, batch_id: int, now: datetime
+        self,
+        conn: Connection,
+        rows: list[repository.ItemTuple],
+        sims: dict[str, SimView],
+        *,
+        batch_id: int,
+        now: datetime,
     ) -> BatchOutcome:
         booking = Booking(self.zone, self.closing_days, now)
-        rows.sort()  # canonical order: the tuples start with the item's key
-        booked = {ws: booking.period(ws) for ws in {r[0] for r in rows}}
-        adjustments = sum(1 for r in rows if booked[r[0]][1])
-        iccids = sorted({r[1] for r in rows})
-        sims = await sponsors.sim_views(conn, iccids)
+        booked, periods = _booked(rows, booking)
+        adjustments = sum(b[1] for b in booked)
         categories = await sponsors.categories(conn)
         book, budgets = await self.policy_book(conn)
-        spend = await self._spend(conn, book, budgets, sims, {b[0] for b in booked.values()})
+        spend = await self._spend(conn, book, budgets, sims, periods)
         before = Spend(
             cap_used=dict(spend.cap_used),
             budgets=spend.budgets,
@@ -227,22 +226,24 @@ class AllocationRun:
         # Chunk after chunk, `spend` carries what the chunks before drew from caps, budgets
         # and wallets: computing a batch in chunks changes nothing.
         spend.wallets = wallets
+
         totals = _Totals(batch_id)
 
-        def compute(
-            chunk: list[repository.ItemTuple], number: int
-        ) -> list[repository.StagedAllocation]:
+        def compute(first: int, end: int, number: int) -> list[repository.StagedAllocation]:
             items = [
-                Item(ws, iccid, boot, seq, app, data_bytes, *booked[ws])
-                for ws, iccid, boot, seq, app, data_bytes, _ in chunk
+                Item(ws, iccid, boot, seq, app, data_bytes, period, adjustment, day)
+                for (ws, iccid, boot, seq, app, data_bytes, _), (period, adjustment, day) in zip(
+                    rows[first:end], booked[first:end], strict=True
+                )
             ]
             shares = allocate(
                 items, sims=sims, categories=categories, candidates=book.candidates, spend=spend
             )
             return totals.rows(shares, number)
 
-        allocations = await self._store_shares(conn, rows, batch_id=batch_id, compute=compute)
-        await repository.add_daily(conn, totals.daily_rows())
+        allocations = await self._store_shares(conn, len(rows), batch_id=batch_id, compute=compute)
+        daily = totals.daily_rows()
+        await repository.add_daily(conn, daily)
         draws = await self._draw_wallets(conn, start_wallets, wallets, batch_id=batch_id, now=now)
         await repository.record_wallet_draws(conn, batch_id, draws)
         changed = [
@@ -252,8 +253,8 @@ class AllocationRun:
         ]
         await sponsors.record_spend(conn, changed, _changed_caps(before, spend))
         exhausted = await self._alerts(conn, book, before, spend, now=now)
-        _count(len(rows), adjustments, totals.per_kind, totals.per_sponsor)
-        touched = set(iccids)
+        _count(len(rows), adjustments, daily)
+        touched = {r[1] for r in rows}
         # A wallet drawn dry changes the coverage of every SIM its driver owns.
         dry = [str(d) for d, left in wallets.items() if left == 0 and start_wallets.get(d)]
         if dry:
@@ -263,20 +264,23 @@ class AllocationRun:
     @staticmethod
     async def _store_shares(
         conn: Connection,
-        rows: list[repository.ItemTuple],
+        items: int,
         *,
         batch_id: int,
-        compute: Callable[[list[repository.ItemTuple], int], list[repository.StagedAllocation]],
+        compute: Callable[[int, int, int], list[repository.StagedAllocation]],
     ) -> int:
-        """Compute the allocation rows of the items (in canonical order) chunk by chunk, and
-        store them; returns how many. The server moves each staged chunk into `allocations`
-        while the next one is computed here: that is where the two sides' time overlaps."""
+        """Compute the allocation rows of the batch's items chunk by chunk, in canonical order
+        (`compute(first item, end, chunk number)`), and store them; returns how many. The server
+        moves each staged chunk into `allocations` while the next one is computed here: that
+        is where the two sides' time overlaps."""
         await repository.prepare_staging(conn)
         stored = 0
         moving: asyncio.Task[None] | None = None
         try:
-            for number, first in enumerate(range(0, len(rows), CHUNK_ITEMS)):
-                staged = compute(rows[first : first + CHUNK_ITEMS], number)
+            # A short first chunk: nothing overlaps with computing it.
+            starts = [0, *range(min(max(CHUNK_ITEMS // 5, 1), items), items, CHUNK_ITEMS)]
+            for number, (first, end) in enumerate(zip(starts, [*starts[1:], items], strict=True)):
+                staged = compute(first, end, number)
                 if moving is not None:
                     await moving
                     moving = None
@@ -407,27 +411,46 @@ class AllocationRun:
         return exhausted
 
 
+def _booked(
+    rows: list[repository.ItemTuple], booking: Booking
+) -> tuple[list[tuple[date, bool, date]], set[date]]:
+    """Each item's (period booked in, adjustment, day of use), and the periods booked in.
+    Items come in canonical order, so the items of one window start are neighbours: one
+    lookup per window start."""
+    booked: list[tuple[date, bool, date]] = []
+    append = booked.append
+    periods = set()
+    last: datetime | None = None
+    found: tuple[date, bool, date] | None = None
+    for row in rows:
+        if row[0] != last:
+            last = row[0]
+            found = booking.period(last)
+            periods.add(found[0])
+        assert found is not None
+        append(found)
+    return booked, periods
+
+
 Daily = tuple[date, str, str, str, str, UUID | None, int, int]
 
 
 class _Totals:
-    """A batch's sums, kept as its chunks are computed: the daily totals, and the bytes per
-    payer kind and per sponsor (for the metrics)."""
+    """A batch's daily totals, kept as its chunks are computed."""
 
     def __init__(self, batch_id: int) -> None:
         self.batch_id = batch_id
-        self.daily: dict[tuple[date, str, str, str, str, UUID | None], list[int]] = {}
-        self.per_kind: dict[str, int] = defaultdict(int)
-        self.per_sponsor: dict[UUID, int] = defaultdict(int)
+        # (day, iccid, app, category, payer kind, payer as an int: cheaper to hash than a
+        # UUID) -> [bytes, items, payer]
+        self.daily: dict[tuple[date, str, str, str, str, int], list[Any]] = {}
 
     def rows(self, shares: list[Share], chunk: int) -> list[repository.StagedAllocation]:
-        """The shares' allocation rows (staged as chunk `chunk`), added to the sums in the
-        same pass."""
+        """The shares' allocation rows (staged as chunk `chunk`), added to the daily totals in
+        the same pass."""
         rows: list[repository.StagedAllocation] = []
         append = rows.append
-        daily, per_kind, per_sponsor = self.daily, self.per_kind, self.per_sponsor
+        daily = self.daily
         batch_id = self.batch_id
-        sponsor = PayerKind.SPONSOR
         for share in shares:
             item = share.item
             kind, payer, data_bytes = share.payer_kind, share.payer_id, share.data_bytes
@@ -437,35 +460,52 @@ class _Totals:
                  item.adjustment, batch_id, chunk)
             )  # fmt: skip
             assert item.day is not None
-            key = (item.day, item.iccid, item.app, share.category, kind, payer)
+            key = (item.day, item.iccid, item.app, share.category, kind,
+                   -1 if payer is None else payer.int)  # fmt: skip
             found = daily.get(key)
             if found is None:
-                daily[key] = [data_bytes, 1]
+                daily[key] = [data_bytes, 1, payer]
             else:
                 found[0] += data_bytes
                 found[1] += 1
-            per_kind[kind] += data_bytes
-            if kind == sponsor and payer is not None:
-                per_sponsor[payer] += data_bytes
         return rows
 
     def daily_rows(self) -> list[Daily]:
-        return [(*key, total[0], total[1]) for key, total in self.daily.items()]
+        return [(*key[:5], total[2], total[0], total[1]) for key, total in self.daily.items()]
 
 
-def _count(
-    items: int, adjustments: int, per_kind: dict[str, int], per_sponsor: dict[UUID, int]
-) -> None:
+def _count(items: int, adjustments: int, daily: list[Daily]) -> None:
     metrics.BILLING_ITEMS_ALLOCATED.inc(items)
     if adjustments:
         metrics.BILLING_ADJUSTMENTS.inc(adjustments)
+    per_kind: dict[str, int] = defaultdict(int)
+    per_sponsor: dict[UUID, int] = defaultdict(int)
+    for _, _, _, _, kind, payer, data_bytes, _ in daily:
+        per_kind[kind] += data_bytes
+        if kind == PayerKind.SPONSOR and payer is not None:
+            per_sponsor[payer] += data_bytes
     for kind, data_bytes in per_kind.items():
         metrics.BILLING_BYTES_ALLOCATED.labels(kind).inc(data_bytes)
     for sponsor, data_bytes in per_sponsor.items():
         metrics.BILLING_SPONSOR_BYTES.labels(str(sponsor)).inc(data_bytes)
 
 
-async def _drop(task: asyncio.Task[list[repository.ItemTuple]]) -> None:
+# A batch's items in canonical order, and what the rules need to know of their SIMs.
+_Read = tuple[list[repository.ItemTuple], dict[str, SimView]]
+
+
+async def _read(conn: Connection, from_xid: int, to_xid: int) -> _Read:
+    """The items of the transactions, sorted into canonical order (the tuples start with the
+    item's key), and their SIMs. The read-ahead runs this for the next batch while the current
+    one is allocated: the items are final, and the SIMs as they are a moment before the batch
+    starts are as good as at its start."""
+    rows = await repository.items(conn, from_xid=from_xid, to_xid=to_xid)
+    rows.sort()
+    sims = await sponsors.sim_views(conn, sorted({r[1] for r in rows}))
+    return rows, sims
+
+
+async def _drop(task: asyncio.Task[_Read]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
         await task

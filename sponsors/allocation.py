@@ -252,15 +252,28 @@ class PolicyBook:
         # (SIM or vehicle kind, app) -> (the histories that could apply, and, when none of
         # them changes after some moment, that moment and the answer from then on)
         self._maybe: dict[
-            tuple[object, ...], tuple[list[list[Terms]], datetime | None, list[Terms]]
+            tuple[int, str], tuple[list[list[Terms]], datetime | None, list[Terms]]
         ] = {}
+        # Each SIM kind (or listed SIM) as a small number, and each SIM's, found once per
+        # SimView: a key of ints and strings is cheap to hash for every item.
+        self._kinds: dict[tuple[object, ...], int] = {}
+        self._kind_of: dict[str, tuple[SimView, int]] = {}
+
+    def _kind(self, sim: SimView) -> int:
+        found = self._kind_of.get(sim.iccid)
+        if found is not None and found[0] is sim:
+            return found[1]
+        if sim.iccid in self._listed:
+            kind: tuple[object, ...] = (sim.iccid,)
+        else:
+            kind = (sim.automaker_id, sim.model, sim.fleet)
+        number = self._kinds.setdefault(kind, len(self._kinds))
+        self._kind_of[sim.iccid] = (sim, number)
+        return number
 
     def candidates(self, sim: SimView, app: str, category: str, moment: datetime) -> list[Terms]:
         """The terms that apply to an item, in the order they take: priority, then policy."""
-        if sim.iccid in self._listed:
-            key: tuple[object, ...] = (sim.iccid, app)
-        else:
-            key = (sim.automaker_id, sim.model, sim.fleet, app)
+        key = (self._kind(sim), app)
         cached = self._maybe.get(key)
         if cached is None:
             maybe = [
