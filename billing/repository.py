@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from uuid import UUID
 
+from psycopg import AsyncCopy
+from psycopg.copy import AsyncQueuedLibpqWriter
 from psycopg.rows import class_row
 
 from flowbill.db import Connection
@@ -128,11 +131,10 @@ async def next_batch_id(conn: Connection) -> int:
     return int(row[0])
 
 
-# An allocation row on its way in: the columns of `allocations`, then the number of the
-# batch's chunk it belongs to.
-StagedAllocation = tuple[
+# An allocation row: the columns of `allocations`, in order.
+AllocationRow = tuple[
     datetime, str, int, int, str, str, date, str, UUID | None, int | None, datetime | None,
-    int, bool, int, int,
+    int, bool, int,
 ]  # fmt: skip
 
 _ALLOCATION_COLUMNS = (
@@ -141,45 +143,26 @@ _ALLOCATION_COLUMNS = (
 )
 
 
-async def prepare_staging(conn: Connection) -> None:
-    """The connection's own table for allocation rows on their way in, `allocation_staging`:
-    temporary (no WAL, no index, nobody else sees it) and emptied at every commit."""
-    await conn.execute(
-        """DO $$ BEGIN
-             IF to_regclass('pg_temp.allocation_staging') IS NULL THEN
-               CREATE TEMP TABLE allocation_staging (LIKE allocations, chunk integer NOT NULL)
-                 ON COMMIT DELETE ROWS;
-             END IF;
-           END $$"""
-    )
+@contextlib.asynccontextmanager
+async def allocation_copy(conn: Connection) -> AsyncIterator[AsyncCopy]:
+    """One COPY into `allocations` that stays open while the run computes a batch.
 
-
-async def stage_allocations(conn: Connection, rows: Sequence[StagedAllocation]) -> None:
-    """Copy a chunk of rows into `allocation_staging` (quick: no index, no WAL)."""
+    Rows written to it are queued, and a task of psycopg's sends them whenever the run
+    yields: the server stores one chunk (the rows and their indexes) while the run computes
+    the next, and nothing waits unless the server falls behind. Leaving the block ends the
+    COPY and waits for the server to finish it."""
     async with (
         conn.cursor() as cur,
         cur.copy(
-            f"COPY allocation_staging ({_ALLOCATION_COLUMNS}, chunk) FROM STDIN (FORMAT BINARY)"
+            f"COPY allocations ({_ALLOCATION_COLUMNS}) FROM STDIN (FORMAT BINARY)",
+            writer=AsyncQueuedLibpqWriter(cur),
         ) as copy,
     ):
         copy.set_types(
             ["timestamptz", "text", "int4", "int8", "text", "text", "date", "text", "uuid",
-             "int8", "timestamptz", "int8", "bool", "int8", "int4"]
+             "int8", "timestamptz", "int8", "bool", "int8"]
         )  # fmt: skip
-        for row in rows:
-            await copy.write_row(row)
-
-
-async def store_staged(conn: Connection, *, batch_id: int, chunk: int) -> None:
-    """Copy a staged chunk into `allocations`, where its indexes cost their time: one short
-    statement, so the server does that work while the run computes the next chunk. (Staged
-    rows stay until the commit: deleting them costs more than skipping them.)"""
-    await conn.execute(
-        f"""INSERT INTO allocations ({_ALLOCATION_COLUMNS})
-            SELECT {_ALLOCATION_COLUMNS} FROM allocation_staging
-             WHERE batch_id = %s AND chunk = %s""",
-        (batch_id, chunk),
-    )
+        yield copy
 
 
 async def finish_batch(

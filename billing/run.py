@@ -180,9 +180,18 @@ class AllocationRun:
         next_xid = remaining[0][0] if remaining else until
         self._known = (next_xid, remaining, until)
         rows, sims = await self._items(conn, from_xid, to_xid)
-        self._read_ahead(remaining)
         batch_id = await repository.next_batch_id(conn)
-        outcome = await self._allocate(conn, rows, sims, batch_id=batch_id, now=now)
+        # The next batch is read once this one's rows are computed: reading it sooner would take
+        # this thread from computing, while for the rest of the batch it mostly waits on the
+        # server.
+        outcome = await self._allocate(
+            conn,
+            rows,
+            sims,
+            batch_id=batch_id,
+            now=now,
+            computed=lambda: self._read_ahead(remaining),
+        )
         outcome.more = bool(remaining) or until < horizon
         oldest = min((r[6] for r in rows), default=None)
         await repository.finish_batch(
@@ -204,6 +213,7 @@ class AllocationRun:
         *,
         batch_id: int,
         now: datetime,
+        computed: Callable[[], None],
     ) -> BatchOutcome:
         booking = Booking(self.zone, self.closing_days, now)
         booked, periods = _booked(rows, booking)
@@ -229,7 +239,7 @@ class AllocationRun:
 
         totals = _Totals(batch_id)
 
-        def compute(first: int, end: int, number: int) -> list[repository.StagedAllocation]:
+        def compute(first: int, end: int) -> list[repository.AllocationRow]:
             items = [
                 Item(ws, iccid, boot, seq, app, data_bytes, period, adjustment, day)
                 for (ws, iccid, boot, seq, app, data_bytes, _), (period, adjustment, day) in zip(
@@ -237,11 +247,13 @@ class AllocationRun:
                 )
             ]
             shares = allocate(
-                items, sims=sims, categories=categories, candidates=book.candidates, spend=spend
-            )
-            return totals.rows(shares, number)
+                items, sims=sims, categories=categories, candidates=book.candidates, spend=spend,
+                in_order=True,
+            )  # fmt: skip
+            return totals.rows(shares)
 
-        allocations = await self._store_shares(conn, len(rows), batch_id=batch_id, compute=compute)
+        allocations = await self._store_shares(conn, len(rows), compute=compute)
+        computed()
         daily = totals.daily_rows()
         await repository.add_daily(conn, daily)
         draws = await self._draw_wallets(conn, start_wallets, wallets, batch_id=batch_id, now=now)
@@ -266,39 +278,24 @@ class AllocationRun:
         conn: Connection,
         items: int,
         *,
-        batch_id: int,
-        compute: Callable[[int, int, int], list[repository.StagedAllocation]],
+        compute: Callable[[int, int], list[repository.AllocationRow]],
     ) -> int:
         """Compute the allocation rows of the batch's items chunk by chunk, in canonical order
-        (`compute(first item, end, chunk number)`), and store them; returns how many. The server
-        moves each staged chunk into `allocations` while the next one is computed here: that
-        is where the two sides' time overlaps."""
-        await repository.prepare_staging(conn)
+        (`compute(first item, end)`), and store them; returns how many. The rows go out
+        through one COPY: the server stores each chunk while the next one is computed here,
+        which is where the two sides' time overlaps."""
         stored = 0
-        moving: asyncio.Task[None] | None = None
-        try:
-            # A short first chunk: nothing overlaps with computing it.
+        async with repository.allocation_copy(conn) as copy:
+            # A short first chunk: the server has nothing to do until it arrives.
             starts = [0, *range(min(max(CHUNK_ITEMS // 5, 1), items), items, CHUNK_ITEMS)]
-            for number, (first, end) in enumerate(zip(starts, [*starts[1:], items], strict=True)):
-                staged = compute(first, end, number)
-                if moving is not None:
-                    await moving
-                    moving = None
-                await repository.stage_allocations(conn, staged)
-                stored += len(staged)
-                moving = asyncio.create_task(
-                    repository.store_staged(conn, batch_id=batch_id, chunk=number)
-                )
-                # Let the task send its statement before the next chunk keeps this thread busy.
+            for first, end in zip(starts, [*starts[1:], items], strict=True):
+                rows = compute(first, end)
+                for row in rows:
+                    await copy.write_row(row)
+                stored += len(rows)
+                # Let the COPY's task send the queued rows before the next chunk keeps this
+                # thread busy.
                 await asyncio.sleep(0)
-            if moving is not None:
-                await moving
-                moving = None
-        finally:
-            if moving is not None:
-                # The connection finishes the statement before the transaction can end.
-                with contextlib.suppress(Exception):
-                    await moving
         return stored
 
     async def _spend(
@@ -444,10 +441,9 @@ class _Totals:
         # UUID) -> [bytes, items, payer]
         self.daily: dict[tuple[date, str, str, str, str, int], list[Any]] = {}
 
-    def rows(self, shares: list[Share], chunk: int) -> list[repository.StagedAllocation]:
-        """The shares' allocation rows (staged as chunk `chunk`), added to the daily totals in
-        the same pass."""
-        rows: list[repository.StagedAllocation] = []
+    def rows(self, shares: list[Share]) -> list[repository.AllocationRow]:
+        """The shares' allocation rows, added to the daily totals in the same pass."""
+        rows: list[repository.AllocationRow] = []
         append = rows.append
         daily = self.daily
         batch_id = self.batch_id
@@ -457,7 +453,7 @@ class _Totals:
             append(
                 (item.window_start, item.iccid, item.boot, item.seq, item.app, share.category,
                  item.period, kind, payer, share.policy_id, share.terms_from, data_bytes,
-                 item.adjustment, batch_id, chunk)
+                 item.adjustment, batch_id)
             )  # fmt: skip
             assert item.day is not None
             key = (item.day, item.iccid, item.app, share.category, kind,
@@ -497,7 +493,7 @@ _Read = tuple[list[repository.ItemTuple], dict[str, SimView]]
 async def _read(conn: Connection, from_xid: int, to_xid: int) -> _Read:
     """The items of the transactions, sorted into canonical order (the tuples start with the
     item's key), and their SIMs. The read-ahead runs this for the next batch while the current
-    one is allocated: the items are final, and the SIMs as they are a moment before the batch
+    one is finished: the items are final, and the SIMs as they are a moment before the batch
     starts are as good as at its start."""
     rows = await repository.items(conn, from_xid=from_xid, to_xid=to_xid)
     rows.sort()

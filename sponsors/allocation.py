@@ -341,37 +341,43 @@ def sponsor_shares(
     categories: dict[str, str],
     candidates: Candidates,
     spend: Spend,
+    in_order: bool = False,
 ) -> tuple[list[Share], list[Remainder]]:
     """Rules 1-2: in canonical order, each applicable policy takes what its cap and budget
-    allow. Returns the sponsors' shares and, in the same order, what is left per item."""
+    allow. Returns the sponsors' shares and, in the same order, what is left per item.
+    `in_order`: the caller vouches that the items already come in canonical order (the run
+    reads them so), which spares sorting them again."""
     shares: list[Share] = []
     left_over: list[Remainder] = []
-    for item in sorted(items, key=_ORDER):
-        category = categories.get(item.app, UNCLASSIFIED)
-        sim = sims.get(item.iccid)
+    add_share, add_rest = shares.append, left_over.append
+    category_of, sim_of = categories.get, sims.get
+    cap_left, budget_left, take = spend.cap_left, spend.budget_left, spend.take
+    for item in items if in_order else sorted(items, key=_ORDER):
+        category = category_of(item.app, UNCLASSIFIED)
+        sim = sim_of(item.iccid)
         left = item.data_bytes
         if sim is not None and sim.automaker_id is not None and category != UNCLASSIFIED:
             for terms in candidates(sim, item.app, category, item.window_start):
-                if left == 0:
-                    break
                 taken = left
-                cap = spend.cap_left(terms, item.period, item.iccid)
-                if cap is not None:
-                    taken = min(taken, cap)
-                budget = spend.budget_left(terms)
-                if budget is not None:
-                    taken = min(taken, budget)
+                if terms.cap_bytes is not None:
+                    cap = cap_left(terms, item.period, item.iccid)
+                    if cap is not None and cap < taken:
+                        taken = cap
+                budget = budget_left(terms)
+                if budget is not None and budget < taken:
+                    taken = budget
                 if taken <= 0:
                     continue
-                spend.take(terms, item.period, item.iccid, taken)
-                shares.append(
+                take(terms, item.period, item.iccid, taken)
+                add_share(
                     Share(item, category, PayerKind.SPONSOR, terms.sponsor_id, taken,
                           terms.policy_id, terms.effective_from)
                 )  # fmt: skip
                 left -= taken
+                if left == 0:
+                    break
         if left > 0:
-            driver = sim.driver_id if sim is not None else None
-            left_over.append(Remainder(item, category, driver, left))
+            add_rest(Remainder(item, category, sim.driver_id if sim is not None else None, left))
     spend.settle()
     return shares, left_over
 
@@ -380,19 +386,20 @@ def user_shares(left_over: Iterable[Remainder], wallets: dict[UUID, int]) -> lis
     """Rule 3: the user's share, from the wallet while it holds data (in the order given),
     overage after that; `wallets` is drawn down in place."""
     shares: list[Share] = []
+    add = shares.append
+    in_wallet_of = wallets.get
     for rest in left_over:
         left = rest.data_bytes
-        if rest.driver_id is not None:
-            in_wallet = wallets.get(rest.driver_id, 0)
-            taken = min(left, in_wallet)
-            if taken > 0:
-                wallets[rest.driver_id] = in_wallet - taken
-                shares.append(
-                    Share(rest.item, rest.category, PayerKind.WALLET, rest.driver_id, taken)
-                )
+        driver = rest.driver_id
+        if driver is not None:
+            in_wallet = in_wallet_of(driver, 0)
+            if in_wallet > 0:
+                taken = left if left < in_wallet else in_wallet
+                wallets[driver] = in_wallet - taken
+                add(Share(rest.item, rest.category, PayerKind.WALLET, driver, taken))
                 left -= taken
         if left > 0:
-            shares.append(Share(rest.item, rest.category, PayerKind.OVERAGE, rest.driver_id, left))
+            add(Share(rest.item, rest.category, PayerKind.OVERAGE, driver, left))
     return shares
 
 
@@ -403,14 +410,21 @@ def allocate(
     categories: dict[str, str],
     candidates: Candidates,
     spend: Spend,
+    in_order: bool = False,
 ) -> list[Share]:
     """Split each item's bytes between sponsors, the user's wallet and overage.
 
     `candidates` gives the applicable terms in order (see `PolicyBook`); `spend` (caps,
     budgets and wallets) is drawn down in place. The shares of an item sum to its bytes.
+    `in_order`: the items already come in canonical order (see `sponsor_shares`).
     """
     shares, left_over = sponsor_shares(
-        items, sims=sims, categories=categories, candidates=candidates, spend=spend
+        items,
+        sims=sims,
+        categories=categories,
+        candidates=candidates,
+        spend=spend,
+        in_order=in_order,
     )
     return shares + user_shares(left_over, spend.wallets)
 

@@ -184,6 +184,54 @@ async def test_a_budget_spent_in_the_middle_of_a_batch_stops_paying_exactly_ther
     assert coverage["apps"]["telematics"]["payer"] == "sponsor"
 
 
+async def test_a_batch_that_fails_midway_leaves_nothing_and_the_next_run_allocates_once(
+    http: httpx.AsyncClient,
+    settings: Settings,
+    operator_key: str,
+    committed_conn: psycopg.AsyncConnection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch's rows stream to the server while later chunks are still being computed: if the
+    run dies after some chunks were sent, none of them may stay."""
+    car = await Car(http, settings).open(operator_key, wallet_mb=100)
+    apps = {"telematics": 10 * MB, "nav.amap": 20 * MB, "music.qq": 30 * MB,
+            "wifi.hotspot": 50 * MB, "video.iqiyi": 80 * MB}  # fmt: skip
+    await car.send(committed_conn, [car.report(apps)])
+    monkeypatch.setattr(billing.run, "CHUNK_ITEMS", 1)
+    real = billing.run.allocate
+    chunks = 0
+
+    def dies_at_the_fourth_chunk(*args: object, **kwargs: object) -> list[object]:
+        nonlocal chunks
+        chunks += 1
+        if chunks == 4:
+            raise RuntimeError("the run died here")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(billing.run, "allocate", dies_at_the_fourth_chunk)
+    with pytest.raises(RuntimeError, match="died here"):
+        await bill(settings)
+    assert chunks == 4
+    assert await rows_of(committed_conn, car.iccid) == 0
+    cur = await committed_conn.execute(
+        "SELECT count(*) FROM allocation_daily WHERE iccid = %s", (car.iccid,)
+    )
+    assert await cur.fetchone() == (0,)
+    assert await balance_of(http, car.driver) == 100 * MB
+
+    monkeypatch.setattr(billing.run, "allocate", real)
+    await bill(settings)
+    assert await car.paid(committed_conn) == {
+        ("sponsor", car.automaker_id): 10 * MB,
+        ("sponsor", car.map_vendor_id): 20 * MB,
+        ("sponsor", car.music_id): 30 * MB,
+        ("wallet", car.driver_id): 100 * MB,
+        ("overage", car.driver_id): 30 * MB,
+    }
+    assert await rows_of(committed_conn, car.iccid) == 6
+    assert await balance_of(http, car.driver) == 0
+
+
 async def test_a_policy_changed_mid_month_applies_from_its_moment_and_never_rewrites(
     http: httpx.AsyncClient,
     settings: Settings,
