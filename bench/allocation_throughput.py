@@ -273,16 +273,21 @@ async def check(settings: Settings, items: int) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     state = REPO / ".state" / "bench-allocation"
-    settings = fresh_stack(state).model_copy(update={"billing_batch_items": args.batch})
+    settings = fresh_stack(state)
+    if args.batch is not None:
+        settings = settings.model_copy(update={"billing_batch_items": args.batch})
     try:
         print(machine())
-        print(f"fleet: {args.sims:,} SIMs, 10 apps, {args.minutes} one-minute reports each")
+        print(f"fleet: {args.sims:,} SIMs, 10 apps, {args.minutes} one-minute reports each;"
+              f" batches of {settings.billing_batch_items:,} items")  # fmt: skip
         start = await fleet(settings, args.sims)
         stored = await store_items(settings, sims=args.sims, minutes=args.minutes, start=start)
         # The baseline writes as many rows as the run will (measured on a first, small run
         # would change the state: the ratio of a car fleet is about 1.05 rows per item).
         seconds, items, rows = await allocation_run(settings)
-        base = await baseline(settings, batch_items=args.batch, rows_per_item=rows / items)
+        base = await baseline(
+            settings, batch_items=settings.billing_batch_items, rows_per_item=rows / items
+        )
         print(f"items: {stored:,}; allocation rows: {rows:,} ({rows / items:.3f} per item)")
         print(f"baseline (read items, write rows, no logic): {stored / base:>10,.0f} items/s")
         rate = items / seconds
@@ -303,5 +308,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sims", type=int, default=2000)
     parser.add_argument("--minutes", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=50_000)
+    parser.add_argument(
+        "--batch", type=int, default=None, help="items per batch (default: the settings' default)"
+    )
     asyncio.run(main(parser.parse_args()))
