@@ -31,8 +31,10 @@ def broker_client(
     persistent: bool = False,
     manual_ack: bool = False,
     receive_maximum: int | None = None,
+    max_inflight: int | None = None,
 ) -> aiomqtt.Client:
-    """An MQTT v5 client for our broker, configured from settings."""
+    """An MQTT v5 client for our broker, configured from settings. `max_inflight`: how many
+    QoS 1 messages it publishes before it waits for acknowledgements (paho's default: 20)."""
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if persistent:
         properties.SessionExpiryInterval = settings.ingest_session_expiry_seconds
@@ -50,6 +52,7 @@ def broker_client(
         properties=properties,
         tls_context=_tls_context(settings),
         keepalive=30,
+        max_inflight_messages=max_inflight,
     )
     if manual_ack:
         client._client.manual_ack_set(True)
