@@ -46,8 +46,16 @@ def new_imei() -> str:
     return body + iccid_check_digit(body)
 
 
-def resident_id(*, born: date = date(1990, 3, 7), region: str = "110101") -> str:
-    """A valid resident ID number (random sequence digits)."""
+def resident_id(*, born: date | None = None, region: str | None = None) -> str:
+    """A valid resident ID number, random unless told its birth date or region.
+
+    The tests share one database, and an ID number counts its cards across all of them: the
+    number must be new to the test (a county, a birth date and a sequence: about 1.5 billion).
+    """
+    if born is None:
+        born = date(1960, 1, 1) + timedelta(days=secrets.randbelow(14_600))
+    if region is None:
+        region = f"1101{1 + secrets.randbelow(99):02d}"
     first17 = f"{region}{born:%Y%m%d}{secrets.randbelow(1000):03d}"
     return first17 + check_digit(first17)
 
