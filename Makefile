@@ -22,6 +22,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff format .
@@ -42,5 +43,5 @@ compose-check:
 
 # Stops what `make demo` / `make bench` started, by their pids; safe when nothing runs.
 stop:
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m flowbill.demo stop --dir $(STATE); fi
-	@python3 -m flowbill.localstack down --dir $(STATE)
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m devstack.demo stop --dir $(STATE); fi
+	@python3 -m devstack.localstack down --dir $(STATE)

@@ -16,6 +16,7 @@ from api.broker import BrokerLink
 from flowbill.db import Connection
 from flowbill.errors import Unavailable
 from flowbill.settings import Settings
+from iot_cards.gateways import HttpIotGateways
 from tenants import service as tenants
 from tenants.errors import InvalidApiKey, RoleNotAllowed
 from tenants.schemas import Role
@@ -100,6 +101,30 @@ BrokerDep = Annotated[BrokerLink, Depends(_broker)]
 # scope="function": the transaction is committed before the response is sent, so a client
 # that was told "done" can rely on it (FastAPI's default would commit after sending).
 ConnDep = Annotated[Connection, Depends(_transaction, scope="function")]
+
+# Where the IoT parties post their late answers (api/routers/callbacks/iot_cards.py).
+PAYMENTS_PATH = "/v1/iot-callbacks/payments"
+IDENTITY_PATH = "/v1/iot-callbacks/identity-checks"
+
+
+async def _iot_gateways(request: Request, settings: SettingsDep) -> HttpIotGateways:
+    # One client per API process, made on first use (the app's lifespan belongs to api/app.py).
+    gateways: HttpIotGateways | None = getattr(request.app.state, "iot_gateways", None)
+    if gateways is None or gateways.base_url != settings.iot_gateway_url:
+        gateways = HttpIotGateways(
+            settings.iot_gateway_url, timeout_seconds=settings.gateway_timeout_seconds
+        )
+        request.app.state.iot_gateways = gateways
+    return gateways
+
+
+IotGatewaysDep = Annotated[HttpIotGateways, Depends(_iot_gateways)]
+
+
+def iot_callback_url(settings: Settings, path: str) -> str | None:
+    """Where a party posts its late answer, when this API is reachable to it."""
+    return f"{settings.public_url.rstrip('/')}{path}" if settings.public_url else None
+
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fbk_…`")
 

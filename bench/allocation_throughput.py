@@ -24,8 +24,10 @@ from throwaway_stack import fresh_stack, machine
 
 from billing import repository as billing_repository
 from billing.run import AllocationRun
-from flowbill import db, localstack
+from devstack import localstack
+from flowbill import db
 from flowbill.settings import Settings
+from flowbill.units import MB
 from ingest.repository import StagedReport, store_reports
 from sponsors import service as sponsors
 from sponsors.schemas import (
@@ -41,7 +43,6 @@ from tenants.schemas import Role
 from wallet import service as wallet
 
 REPO = Path(__file__).resolve().parent.parent
-MB = 1024 * 1024
 APPS = {
     "telematics": Category.TELEMATICS, "backend.sync": Category.BACKEND,
     "ota.fota": Category.OTA, "nav.amap": Category.NAVIGATION,

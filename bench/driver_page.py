@@ -30,9 +30,11 @@ import httpx
 from allocation_throughput import APPS, allocation_run, iccid_for
 from throwaway_stack import fresh_stack, machine
 
-from billing.periods import month_of, month_start
-from flowbill import db, localstack
+from devstack import localstack
+from flowbill import db
+from flowbill.periods import month_of, month_start
 from flowbill.settings import Settings
+from flowbill.units import MB
 from sponsors import service as sponsors
 from sponsors.schemas import (
     CatalogueAppUpdate,
@@ -47,7 +49,6 @@ from tenants.schemas import Role
 from wallet import service as wallet
 
 REPO = Path(__file__).resolve().parent.parent
-MB = 1024 * 1024
 MINUTES_PER_DAY = 24 * 60
 
 
@@ -201,7 +202,7 @@ def start_api(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
            "FLOWBILL_MQTT_PORT": str(settings.mqtt_port), "FLOWBILL_LOG_LEVEL": "WARNING",
            "FLOWBILL_ENVIRONMENT": "test"}  # fmt: skip
     server = subprocess.Popen(
-        [sys.executable, "-m", "flowbill.cli", "serve", "--host", "127.0.0.1",
+        [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1",
          "--port", str(port)],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

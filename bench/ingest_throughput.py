@@ -29,7 +29,7 @@ import httpx
 import psycopg
 from throwaway_stack import fresh_stack, machine
 
-from flowbill import localstack
+from devstack import localstack
 from flowbill.settings import Settings
 from ingest import mqtt_session
 from ingest.protocol import USAGE_TOPIC, USAGE_TOPIC_FILTER, AppUsage, UsageReport, encode_report
@@ -190,7 +190,7 @@ class Worker:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "flowbill.cli", "ingest"], env=self.env, stdout=out,
+                [sys.executable, "-m", "cli", "ingest"], env=self.env, stdout=out,
                 stderr=subprocess.STDOUT, cwd=REPO,
             )  # fmt: skip
 

@@ -30,7 +30,8 @@ from uuid import UUID
 import httpx
 from throwaway_stack import fresh_stack, machine
 
-from flowbill import db, localstack
+from devstack import localstack
+from flowbill import db
 from flowbill.settings import Settings
 from ingest.protocol import iccid_check_digit
 from iot_cards import service, settlement
@@ -315,7 +316,7 @@ def start(
     python = str(REPO / ".venv" / "bin" / "python")
     commands = [
         (
-            [python, "-m", "flowbill.cli", "gateway-simulator", "--port", str(gateway_port)],
+            [python, "-m", "cli", "gateway-simulator", "--port", str(gateway_port)],
             f"http://127.0.0.1:{gateway_port}/healthz",
             "gateway.log",
         ),
@@ -328,7 +329,7 @@ def start(
             [
                 python,
                 "-m",
-                "flowbill.cli",
+                "cli",
                 "serve",
                 "--port",
                 str(api_port),

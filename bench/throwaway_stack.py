@@ -8,7 +8,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from flowbill import localstack
+from devstack import localstack
 from flowbill.migrate import apply_migrations
 from flowbill.settings import Settings
 

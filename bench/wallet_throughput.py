@@ -35,15 +35,16 @@ from uuid import UUID
 import httpx
 from throwaway_stack import fresh_stack, machine
 
-from flowbill import db, localstack
+from devstack import localstack
+from flowbill import db
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tenants import service as tenants
 from tenants.schemas import Role
 from wallet import exchange, service
 from wallet.schemas import CatalogueItemCreate, ExchangeOrderRequest, ItemKind
 
 REPO = Path(__file__).resolve().parent.parent
-MB = 1024 * 1024
 
 
 @dataclass

@@ -17,9 +17,9 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from billing import repository
-from billing.periods import month_of
 from flowbill import metrics
 from flowbill.db import Connection
+from flowbill.periods import month_of
 from iot_cards import service as iot_cards
 from sponsors import service as sponsors
 from sponsors.allocation import Budget, PolicyBook, Spend, coverage

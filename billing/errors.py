@@ -5,16 +5,6 @@ from __future__ import annotations
 from flowbill.errors import Conflict, InvalidInput, NotFound
 
 
-class InvalidPeriod(InvalidInput):
-    type_ = "invalid-period"
-    title = "Invalid billing period"
-
-
-class PeriodInFuture(InvalidInput):
-    type_ = "period-in-future"
-    title = "The billing period has not started"
-
-
 class PeriodNotClosable(Conflict):
     type_ = "period-not-closable"
     title = "The period's closing window has not passed"
@@ -38,11 +28,6 @@ class DriverNotFound(NotFound):
 class LineNotFound(NotFound):
     type_ = "statement-line-not-found"
     title = "Statement line not found"
-
-
-class InvalidCursor(InvalidInput):
-    type_ = "invalid-cursor"
-    title = "Invalid page cursor"
 
 
 class InvoiceNotFound(NotFound):

@@ -12,7 +12,7 @@ import json
 from datetime import date, datetime
 from uuid import UUID
 
-from billing import rating, statement_periods, statements
+from billing import rating, statements
 from billing import repository as run_repository
 from billing import statement_repository as repo
 from billing.errors import (
@@ -20,12 +20,10 @@ from billing.errors import (
     CreditExceedsLine,
     CreditNoteNotFound,
     InvalidCreditNote,
-    InvalidCursor,
     InvoiceNotFound,
     MixedCurrencies,
     PeriodNotClosable,
 )
-from billing.statement_periods import Calendar
 from billing.statement_schemas import (
     CreditNoteCreate,
     CreditNoteLinePublic,
@@ -35,7 +33,10 @@ from billing.statement_schemas import (
     InvoiceSummary,
     SponsorStatementLine,
 )
+from flowbill import periods
 from flowbill.db import Connection
+from flowbill.paging import InvalidCursor
+from flowbill.periods import Calendar
 from tenants.schemas import Role
 
 INVOICE_SERIES = "FB"
@@ -66,7 +67,7 @@ def _summary(row: repo.InvoiceRow) -> InvoiceSummary:
     return InvoiceSummary(
         number=row.number,
         sponsor_id=row.sponsor_id,
-        period=statement_periods.format_period(row.period),
+        period=periods.format_period(row.period),
         currency=row.currency,
         bytes=row.bytes,
         total_minor=row.total_minor,
@@ -87,7 +88,7 @@ def _public_line(row: repo.InvoiceLineRow, currency: str) -> InvoiceLinePublic:
         terms_from=row.terms_from,
         category=row.category,
         adjustment=row.adjustment,
-        used_in=statement_periods.format_period(row.used_in) if row.used_in else None,
+        used_in=periods.format_period(row.used_in) if row.used_in else None,
         tariff_from=row.tariff_from,
         items=row.items,
         bytes=row.bytes,
@@ -109,7 +110,7 @@ def _stored_line(line_no: int, line: SponsorStatementLine) -> repo.InvoiceLineRo
         terms_from=line.terms_from,
         category=line.category,
         adjustment=line.adjustment,
-        used_in=statement_periods.parse_period(line.used_in) if line.used_in else None,
+        used_in=periods.parse_period(line.used_in) if line.used_in else None,
         tariff_from=line.tariff_from,
         items=line.items,
         bytes=line.bytes,
@@ -173,7 +174,7 @@ async def close_period(
     Refused with `period-not-closable` until the period's closing window has passed: until
     then late usage may still be booked in it."""
     await statements.require_tenant(conn, sponsor_id, Role.SPONSOR)
-    text = statement_periods.format_period(period)
+    text = periods.format_period(period)
     closable = calendar.closable_at(period)
     if now < closable:
         raise PeriodNotClosable(

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date, datetime
 
-from billing import rating, revenue_share, statement_periods, statements
+from billing import rating, revenue_share, statements
 from billing import statement_repository as repo
-from billing.statement_periods import Calendar
 from billing.statement_schemas import MarginBytes, MarginLine, MarginReport, StatementStatus
+from flowbill import periods
 from flowbill.db import Connection
+from flowbill.periods import Calendar
 
 _FIELDS = ("sponsor", "overage", "wholesale", "share")
 
@@ -82,7 +83,7 @@ async def margin_report(
             )
         )
     return MarginReport(
-        period=statement_periods.format_period(period),
+        period=periods.format_period(period),
         time_zone=tz,
         status=StatementStatus(calendar.state(period, now=now).value),
         bytes=MarginBytes(

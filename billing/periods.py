@@ -1,52 +1,12 @@
-"""Billing periods: calendar months in the billing time zone, and their closing windows."""
+"""Which period the allocation run books an item in (the calendar itself is `flowbill.periods`)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from flowbill.errors import InvalidInput
-
-_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-
-
-def parse_month(text: str) -> date:
-    """A billing month written `YYYY-MM`, as its first day."""
-    match = _MONTH.match(text)
-    if match is None or not 2000 <= int(match[1]) <= 2999:
-        raise InvalidInput("a billing month is written YYYY-MM, e.g. 2026-11", value=text[:20])
-    return date(int(match[1]), int(match[2]), 1)
-
-
-def month_of(moment: datetime, zone: ZoneInfo) -> date:
-    """The first day of the month a moment falls in, in the zone."""
-    local = moment.astimezone(zone)
-    return date(local.year, local.month, 1)
-
-
-def next_month(period: date) -> date:
-    return date(period.year + period.month // 12, period.month % 12 + 1, 1)
-
-
-def month_start(period: date, zone: ZoneInfo) -> datetime:
-    """The moment a period starts (UTC)."""
-    return datetime(period.year, period.month, 1, tzinfo=zone).astimezone(UTC)
-
-
-def closes_at(period: date, zone: ZoneInfo, closing_days: int) -> datetime:
-    """When a period's closing window ends: later usage is booked in a later period."""
-    return month_start(next_month(period), zone) + timedelta(days=closing_days)
-
-
-def earliest_open(now: datetime, zone: ZoneInfo, closing_days: int) -> datetime:
-    """The start of the earliest month usage can still be booked in (its window is open)."""
-    current = month_of(now, zone)
-    previous = month_of(month_start(current, zone) - timedelta(days=1), zone)
-    if now < closes_at(previous, zone, closing_days):
-        return month_start(previous, zone)
-    return month_start(current, zone)
+from flowbill.periods import closes_at, month_of
 
 
 @dataclass(slots=True)

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
 
-MB = 1_048_576
+from flowbill.units import MB
+
 HUNDRED = Decimal(100)
 
 # Every product here is exact: bytes (< 2^63, 19 digits) times a price (14 digits) times a

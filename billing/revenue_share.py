@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from uuid import UUID
 
-from billing import rating, statement_periods, statements
+from billing import rating, statements
 from billing import statement_repository as repo
 from billing.errors import PartnerNotFound, RuleHistoryFixed, RuleNotFound, RuleOverlaps
-from billing.statement_periods import Calendar
 from billing.statement_schemas import (
     RevenueShareLine,
     RevenueShareRuleCreate,
@@ -27,8 +26,10 @@ from billing.statement_schemas import (
     ShareTotal,
     StatementStatus,
 )
+from flowbill import periods
 from flowbill.db import Connection
 from flowbill.errors import InvalidInput
+from flowbill.periods import Calendar
 from tenants import service as tenants
 from tenants.errors import TenantNotFound
 
@@ -183,7 +184,7 @@ def share_line(row: repo.ShareLineRow) -> RevenueShareLine:
         rule_id=row.rule_id,
         app=row.app,
         adjustment=row.used_in is not None,
-        used_in=statement_periods.format_period(row.used_in) if row.used_in else None,
+        used_in=periods.format_period(row.used_in) if row.used_in else None,
         tariff_from=row.tariff_from,
         overage_bytes=row.overage_bytes,
         rated_bytes=rated,
@@ -226,7 +227,7 @@ async def statement(
     lines = [share_line(row) for row in rows]
     return RevenueShareStatement(
         partner_id=partner_id,
-        period=statement_periods.format_period(period),
+        period=periods.format_period(period),
         time_zone=calendar.time_zone,
         status=StatementStatus(calendar.state(period, now=now).value),
         lines=lines,

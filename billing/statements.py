@@ -14,10 +14,9 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
-from billing import rating, statement_periods
+from billing import rating
 from billing import statement_repository as repo
-from billing.errors import DriverNotFound, InvalidCursor, LineNotFound, SponsorNotFound
-from billing.statement_periods import Calendar
+from billing.errors import DriverNotFound, LineNotFound, SponsorNotFound
 from billing.statement_schemas import (
     CurrencyTotal,
     DrillDownItem,
@@ -28,7 +27,10 @@ from billing.statement_schemas import (
     SponsorStatementLine,
     StatementStatus,
 )
+from flowbill import periods
 from flowbill.db import Connection
+from flowbill.paging import InvalidCursor
+from flowbill.periods import Calendar
 from tenants import service as tenants
 from tenants.errors import TenantNotFound
 from tenants.schemas import Role
@@ -94,7 +96,7 @@ def rule_of(unit: int | None, scope: str | None) -> rating.RoundingRule:
 
 
 def _used_in_text(used_in: date | None) -> str | None:
-    return statement_periods.format_period(used_in) if used_in is not None else None
+    return periods.format_period(used_in) if used_in is not None else None
 
 
 def public_line(row: repo.SponsorLineRow) -> SponsorStatementLine:
@@ -201,7 +203,7 @@ async def sponsor_statement(
     )
     return SponsorStatement(
         sponsor_id=sponsor_id,
-        period=statement_periods.format_period(period),
+        period=periods.format_period(period),
         time_zone=calendar.time_zone,
         status=status,
         closable_at=calendar.closable_at(period),
@@ -296,11 +298,11 @@ async def _line_key(
     used_from = used_until = None
     if tail != "u":
         year, month = int(tail[:4]), int(tail[4:])
-        if not 1 <= month <= 12 or year < statement_periods.FIRST_YEAR:
+        if not 1 <= month <= 12 or not periods.FIRST_YEAR <= year <= periods.LAST_YEAR:
             raise missing
         used_in = date(year, month, 1)
-        used_from = statement_periods.period_start(used_in, calendar.zone)
-        used_until = statement_periods.period_end(used_in, calendar.zone)
+        used_from = calendar.start(used_in)
+        used_until = calendar.end(used_in)
     return repo.LineKey(
         sponsor_id=sponsor_id,
         period=period,
@@ -407,7 +409,7 @@ async def driver_statement(
     lines = [driver_line(row) for row in rows]
     return DriverStatement(
         driver_id=driver_id,
-        period=statement_periods.format_period(period),
+        period=periods.format_period(period),
         time_zone=calendar.time_zone,
         status=StatementStatus(calendar.state(period, now=now).value),
         wallet_bytes=sum(line.wallet_bytes for line in lines),

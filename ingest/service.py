@@ -171,3 +171,11 @@ async def hourly_usage(
     if until - since > timedelta(days=366):
         raise InvalidInput("ask for at most 366 days at once")
     return await repository.hourly_usage(conn, iccid=iccid, since=since, until=until)
+
+
+async def usage_totals(
+    conn: Connection, *, iccids: Sequence[str], since: datetime, until: datetime
+) -> dict[str, int]:
+    """Bytes up and down per SIM in [since, until) from the hourly rollup (hour-aligned
+    bounds); SIMs with no usage are left out."""
+    return await repository.usage_totals(conn, iccids=iccids, since=since, until=until)

@@ -13,8 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from iot_cards.lifecycle import Command
 
-MB = 1024 * 1024
-
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 Iccid = Annotated[str, StringConstraints(pattern=r"^[0-9]{19,20}$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from flowbill import metrics
 from flowbill.db import Connection
-from ingest import repository as usage_store
+from flowbill.units import MB
 from ingest import service as ingest
 from ingest.protocol import is_valid_iccid
 from iot_cards import idcheck, invoices, repository
@@ -105,7 +105,6 @@ from webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
 
-MB = 1024 * 1024
 # Billing periods are calendar months in the payer's time zone (DESIGN.md: Units).
 ZONE = ZoneInfo("Asia/Shanghai")
 MAX_IMPORT_ROWS = 100_000
@@ -1129,9 +1128,7 @@ async def card_usage(
     card = await _find_card(conn, iccid, merchant_id=merchant_id, holder_id=holder_id)
     period = period_of(now)
     by_app: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for hour in await usage_store.hourly_usage(
-        conn, iccid=iccid, since=period.start, until=period.end
-    ):
+    for hour in await ingest.hourly_usage(conn, iccid=iccid, since=period.start, until=period.end):
         by_app[hour.app][0] += hour.up_bytes
         by_app[hour.app][1] += hour.down_bytes
     used = sum(up + down for up, down in by_app.values())
@@ -1145,9 +1142,7 @@ async def card_usage(
     pool_ids = [c.iccid for c in mates] or [iccid]
     pool_used = sum(
         (
-            await usage_store.usage_totals(
-                conn, iccids=pool_ids, since=period.start, until=period.end
-            )
+            await ingest.usage_totals(conn, iccids=pool_ids, since=period.start, until=period.end)
         ).values()
     )
     pool_quota = sum((await repository.quotas(conn, pool_ids, period_start=period.start)).values())
@@ -1190,7 +1185,7 @@ async def evaluate_usage(
     period = period_of(now)
     ids = [c.iccid for c in cards]
     quota = await repository.quotas(conn, ids, period_start=period.start)
-    used = await usage_store.usage_totals(conn, iccids=ids, since=period.start, until=period.end)
+    used = await ingest.usage_totals(conn, iccids=ids, since=period.start, until=period.end)
     groups: dict[str, list[repository.LiveCard]] = defaultdict(list)
     for card in cards:
         groups[f"pool:{card.plan_id}" if card.pooled else card.iccid].append(card)

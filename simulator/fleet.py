@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 import msgspec
 
+from flowbill.units import KB, MB
 from ingest.protocol import (
     MAX_PAYLOAD_BYTES,
     USAGE_TOPIC,
@@ -38,8 +39,6 @@ from ingest.protocol import (
 )
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-KB = 1024
-MB = 1024 * KB
 
 Fleet = Literal["vehicle", "iot"]
 Kind = Literal["report", "duplicate", "malformed"]

@@ -18,7 +18,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
 
-MB = 1024 * 1024
+from flowbill.units import MB
+
 UNCLASSIFIED = "unclassified"
 # Exact money: bytes x price / 2^20 has at most 20 more decimal places than the price.
 _EXACT = decimal.Context(prec=60, rounding=decimal.ROUND_FLOOR)

@@ -25,7 +25,8 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from api.app import create_app
-from flowbill import db, localstack
+from devstack import localstack
+from flowbill import db
 from flowbill.migrate import apply_migrations
 from flowbill.settings import Settings
 from ingest import mqtt_session
@@ -144,7 +145,7 @@ class IngestProcess:
     def start(self) -> None:
         log = self._log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "flowbill.cli", "ingest"],
+            [sys.executable, "-m", "cli", "ingest"],
             env=self._env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -330,3 +331,33 @@ def assert_problem(response: httpx.Response, status: int, type_suffix: str) -> d
     assert body["title"]
     assert "detail" in body
     return body
+
+
+async def walk_pages(
+    http: httpx.AsyncClient,
+    path: str,
+    *,
+    key: str,
+    limit: int,
+    params: dict[str, str | int] | None = None,
+) -> list[list[dict[str, object]]]:
+    """Every page of a list endpoint, `limit` items a page, following `next_cursor` to the end;
+    checks each answer is a `Page` (`{"items", "next_cursor"}`) and that no page is longer than
+    `limit`. Returns the pages' items, page by page."""
+    pages: list[list[dict[str, object]]] = []
+    cursor: str | None = None
+    while True:
+        query: dict[str, str | int] = {**(params or {}), "limit": limit}
+        if cursor is not None:
+            query["cursor"] = cursor
+        response = await http.get(path, params=query, headers=bearer(key))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"items", "next_cursor"}, body
+        assert len(body["items"]) <= limit
+        pages.append(body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+        assert body["items"], "a page with a next cursor holds items"
+        assert len(pages) < 10_000, "the cursor never ends"

@@ -18,7 +18,7 @@ from flowbill.settings import Settings
 def run(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FLOWBILL_DATABASE_URL": settings.database_dsn}
     return subprocess.run(
-        [sys.executable, "-m", "flowbill.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
 

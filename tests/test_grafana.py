@@ -32,13 +32,13 @@ from prometheus_client.metrics import MetricWrapperBase
 from flowbill import metrics
 from flowbill.db import Connection
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tests.conftest import REPO, new_iccid
 from wallet import service
 
 GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 ROLE = "flowbill_grafana"
-MB = 1024 * 1024
 
 
 def _load_yaml(path: Path) -> Any:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from flowbill.db import Connection
+from flowbill.units import MB
 from wallet import repository, service, streaks
 from wallet.errors import (
     BudgetSpent,
@@ -27,7 +28,6 @@ from wallet.errors import (
 )
 from wallet.repository import CampaignRow
 from wallet.schemas import (
-    MB,
     Action,
     ActionEvent,
     ActionEventResult,

@@ -9,7 +9,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-MB = 1024 * 1024
+from flowbill.units import MB
+
 # The largest single amount anyone may ask for: 1 PiB, or 10^15 minor units.
 MAX_BYTES = 2**50
 MAX_MB = MAX_BYTES // MB

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from flowbill.units import MB
+
 CHECK_IN_ZONE = ZoneInfo("Asia/Shanghai")
-MB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from flowbill import metrics
 from flowbill.db import Connection
+from flowbill.units import MB
 from wallet import repository, service
 from wallet.errors import (
     CarrierNotFound,
@@ -32,7 +33,6 @@ from wallet.errors import (
 from wallet.gateways import CarrierGateway, GatewayResult, Outcome
 from wallet.repository import CarrierOrderRow, CarrierRow
 from wallet.schemas import (
-    MB,
     CarrierConfig,
     CarrierOrderPublic,
     CarrierPublic,

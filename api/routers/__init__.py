@@ -1,33 +1,35 @@
-"""The one place that gathers every audience's router."""
+"""The one place that gathers every audience's router.
+
+Routers are grouped by audience, one sub-package each: `driver/`, `sponsor/`, `merchant/`,
+`partner/`, `app/`, `operator/`, `tenant/` (what every tenant has), and `callbacks/` (the
+outside parties' signed late answers). No audience's router imports another's; what they share
+lives in `api.deps`, `api.params` and `api.responses`.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routers import (
-    check_in,
-    driver,
-    driver_pages,
-    driver_statements,
-    gateway_callbacks,
-    health,
-    iot_buyer,
-    iot_callbacks,
-    iot_merchant,
-    iot_operator,
-    me,
-    merchant,
-    operator,
-    operator_billing,
-    operator_sponsors,
-    operator_wallet,
-    partner,
-    sign_in,
-    sponsor,
-    sponsor_statements,
-    wallet,
-    webhooks,
-)
+from api.routers import health
+from api.routers.app import check_ins
+from api.routers.callbacks import iot_cards as iot_callbacks
+from api.routers.callbacks import wallet as wallet_callbacks
+from api.routers.driver import iot_cards as driver_iot_cards
+from api.routers.driver import pages as driver_pages
+from api.routers.driver import sign_in, wallet
+from api.routers.driver import statements as driver_statements
+from api.routers.driver import vehicles as driver_vehicles
+from api.routers.merchant import iot_cards as merchant_iot_cards
+from api.routers.merchant import promotions
+from api.routers.operator import billing as operator_billing
+from api.routers.operator import iot_cards as operator_iot_cards
+from api.routers.operator import sponsors as operator_sponsors
+from api.routers.operator import tenants as operator_tenants
+from api.routers.operator import wallet as operator_wallet
+from api.routers.partner import events
+from api.routers.sponsor import policies
+from api.routers.sponsor import statements as sponsor_statements
+from api.routers.tenant import me, webhooks
 
 # A request is matched router by router and route by route until one fits (FastAPI has no
 # shortcut by prefix), so the busiest audiences come first: drivers' wallets (redemptions),
@@ -36,23 +38,23 @@ from api.routers import (
 ROUTERS: list[APIRouter] = [
     health.router,
     wallet.router,
-    partner.router,
-    check_in.router,
+    events.router,
+    check_ins.router,
     me.router,
-    operator.router,
+    operator_tenants.router,
     operator_wallet.router,
-    merchant.router,
-    sponsor.router,
+    promotions.router,
+    policies.router,
     operator_sponsors.router,
-    driver.router,
+    driver_vehicles.router,
     sponsor_statements.router,
     operator_billing.router,
     driver_statements.router,
-    gateway_callbacks.router,
+    wallet_callbacks.router,
     webhooks.router,
-    iot_operator.router,
-    iot_merchant.router,
-    iot_buyer.router,
+    operator_iot_cards.router,
+    merchant_iot_cards.router,
+    driver_iot_cards.router,
     iot_callbacks.router,
     sign_in.api_router,
     sign_in.router,

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from flowbill.units import MB
+
 LANGUAGES = ("en", "zh")
 DEFAULT = "en"
 LANG_COOKIE = "flowbill_lang"
-MB = 1024 * 1024
 
 EN: dict[str, str] = {
     "html_lang": "en",

@@ -14,11 +14,12 @@ import psycopg
 
 from billing import runner
 from flowbill.settings import Settings
+from flowbill.units import MB
 from ingest import mqtt_session
 from ingest.protocol import AppUsage, UsageReport, encode_report
 from tenants.schemas import Role
 from tests.conftest import bearer, make_tenant, new_iccid, wait_for
-from tests.wallet.factories import MB, funded_driver, idem
+from tests.wallet.factories import funded_driver, idem
 
 GB = 1024 * MB
 APPS = {

@@ -28,7 +28,6 @@ from tenants import service as tenants
 from tenants.schemas import Role
 from tests.conftest import new_iccid
 
-MB = 1024 * 1024
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # Far before any test's usage: every policy here has one set of terms from then on.
 TERMS_FROM = datetime(2001, 1, 1, tzinfo=UTC)

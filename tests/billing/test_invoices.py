@@ -15,10 +15,11 @@ import pytest
 
 from billing import invoices, statements
 from billing.errors import MixedCurrencies, PeriodNotClosable
-from billing.statement_periods import Calendar
 from billing.statement_schemas import CreditLineCreate, CreditNoteCreate
 from flowbill.db import Connection
+from flowbill.periods import Calendar
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing import statement_factories as f
 from tests.conftest import assert_problem, bearer, make_tenant
@@ -42,7 +43,7 @@ async def _sponsor(
     settings: Settings,
     *,
     period: date,
-    sizes: tuple[int, ...] = (3 * f.MB, 2 * f.MB),
+    sizes: tuple[int, ...] = (3 * MB, 2 * MB),
     unit_price: str = "1",
     currencies: tuple[str, ...] = ("CNY",),
 ) -> tuple[str, dict[str, str]]:
@@ -120,7 +121,7 @@ async def test_closing_issues_one_invoice_copied_from_the_statement(
     async with f.committed(settings) as conn:
         late = await f.policy(conn, sponsor_id=UUID(sponsor_id))
         await f.allocate(conn, window_start=f.at(date(2025, 9, 1)), app=f.app_id(),
-                         category="navigation", data_bytes=f.MB, policy=late)  # fmt: skip
+                         category="navigation", data_bytes=MB, policy=late)  # fmt: skip
     kept = await http.get(f"/v1/operator/billing/invoices/{invoice['number']}", headers=operator)
     assert kept.json() == invoice
 
@@ -168,7 +169,7 @@ async def test_issued_documents_never_change(conn: Connection) -> None:
     sponsor = await f.tenant(conn, role=Role.SPONSOR)
     policy = await f.policy(conn, sponsor_id=sponsor, unit_price="1")
     await f.allocate(conn, window_start=f.at(period), app=f.app_id(), category="navigation",
-                     data_bytes=2 * f.MB, policy=policy)  # fmt: skip
+                     data_bytes=2 * MB, policy=policy)  # fmt: skip
     now = datetime.now(UTC)
     invoice = await invoices.close_period(
         conn, sponsor_id=sponsor, period=period, key=secrets.token_hex(6), calendar=CALENDAR,
@@ -236,7 +237,7 @@ async def test_one_invoice_has_one_currency(conn: Connection) -> None:
     for currency in ("CNY", "USD"):
         policy = await f.policy(conn, sponsor_id=sponsor, currency=currency)
         await f.allocate(conn, window_start=f.at(period), app=f.app_id(),
-                         category="navigation", data_bytes=f.MB, policy=policy)  # fmt: skip
+                         category="navigation", data_bytes=MB, policy=policy)  # fmt: skip
     with pytest.raises(MixedCurrencies):
         await invoices.close_period(conn, sponsor_id=sponsor, period=period, key="mixed",
                                     calendar=CALENDAR, now=datetime.now(UTC))  # fmt: skip
@@ -291,9 +292,7 @@ async def test_credit_notes_never_exceed_what_is_left(
 ) -> None:
     operator = bearer(operator_key)
     # Lines in category order: map_update (3 MB, 300 fen), navigation (2 MB, 200 fen).
-    sponsor_id, headers = await _sponsor(
-        settings, period=date(2025, 11, 1), sizes=(2 * f.MB, 3 * f.MB)
-    )
+    sponsor_id, headers = await _sponsor(settings, period=date(2025, 11, 1), sizes=(2 * MB, 3 * MB))
     invoice = (await http.post(_close_url(sponsor_id, "2025-11"), headers=_idem(operator))).json()
     assert [ln["amount_minor"] for ln in invoice["lines"]] == [300, 200]
     url = f"/v1/operator/billing/invoices/{invoice['number']}/credit-notes"

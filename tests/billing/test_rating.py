@@ -14,9 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billing import rating, statements
-from billing.errors import InvalidCursor, InvalidPeriod, PeriodInFuture
-from billing.rating import MB, RoundingRule, RoundingScope
-from billing.statement_periods import Calendar, parse_period
+from billing.rating import RoundingRule, RoundingScope
+from flowbill.paging import InvalidCursor
+from flowbill.periods import Calendar, InvalidPeriod, PeriodInFuture, parse_period
+from flowbill.units import MB
 
 byte_counts = st.integers(min_value=0, max_value=2**50)
 units = st.integers(min_value=1, max_value=2**30)

@@ -10,10 +10,11 @@ from uuid import UUID, uuid4
 import httpx
 
 from billing import margin, revenue_share, statements
-from billing.statement_periods import Calendar
 from billing.statement_schemas import RevenueShareRuleCreate
 from flowbill.db import Connection
+from flowbill.periods import Calendar
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing import statement_factories as f
 from tests.conftest import assert_problem, bearer, make_tenant
@@ -54,22 +55,22 @@ async def test_revenue_share_statement(
     async with f.committed(settings) as conn:
         policy = await f.policy(conn, sponsor_id=UUID(sponsor))
         rows: list[tuple[datetime, str, str, int, UUID | None]] = [
-            (f.at(period), nav, "overage", 5 * f.MB + 1, UUID(driver)),
-            (f.at(period), nav, "overage", 2 * f.MB, UUID(driver)),
-            (f.at(period), nav, "wallet", 4 * f.MB, UUID(driver)),
+            (f.at(period), nav, "overage", 5 * MB + 1, UUID(driver)),
+            (f.at(period), nav, "overage", 2 * MB, UUID(driver)),
+            (f.at(period), nav, "wallet", 4 * MB, UUID(driver)),
             # Overage of a SIM without a driver: nobody pays it, so it is no revenue.
-            (f.at(period), nav, "overage", 3 * f.MB, None),
-            (f.at(period), music, "overage", 1 * f.MB, UUID(driver)),
-            (f.at(period), other, "overage", 7 * f.MB, UUID(driver)),
+            (f.at(period), nav, "overage", 3 * MB, None),
+            (f.at(period), music, "overage", 1 * MB, UUID(driver)),
+            (f.at(period), other, "overage", 7 * MB, UUID(driver)),
             # Used before the rule started (booked in December as an adjustment).
-            (f.at(date(2025, 11, 1), day=30, hour=23), nav, "overage", 9 * f.MB, UUID(driver)),
+            (f.at(date(2025, 11, 1), day=30, hour=23), nav, "overage", 9 * MB, UUID(driver)),
         ]
         for start, app, kind, size, payer in rows:
             await f.allocate(conn, window_start=start, app=app, category="navigation",
                              data_bytes=size, payer_kind=kind, payer_id=payer, period=period,
                              adjustment=start < f.at(period, day=1, hour=0))  # fmt: skip
         await f.allocate(conn, window_start=f.at(period), app=nav, category="navigation",
-                         data_bytes=10 * f.MB, policy=policy)  # fmt: skip
+                         data_bytes=10 * MB, policy=policy)  # fmt: skip
     answer = await http.get(
         f"/v1/operator/billing/revenue-share/partners/{partner}/statements/2025-12",
         headers=operator,
@@ -83,9 +84,9 @@ async def test_revenue_share_statement(
     ]  # fmt: skip
     expected = [
         # 7.0009765625 MB × 0.29 = 2.0302832 CNY; × 30 % = 0.6090850 CNY.
-        (rule["rule_id"], nav, 7 * f.MB + 1, 7 * f.MB + 1024, 203, 61, 4 * f.MB, False),
+        (rule["rule_id"], nav, 7 * MB + 1, 7 * MB + 1024, 203, 61, 4 * MB, False),
         # 1 MB × 0.29 = 0.29 CNY; × 30 % = 0.087 CNY.
-        (rule["rule_id"], music, f.MB, f.MB, 29, 9, 0, False),
+        (rule["rule_id"], music, MB, MB, 29, 9, 0, False),
     ]
     assert sorted(got) == sorted(expected)
     assert [(t["currency"], t["revenue_minor"], t["share_minor"], t["share"])
@@ -211,14 +212,14 @@ async def test_margin_report_arithmetic(conn: Connection) -> None:
     )  # fmt: skip
     when = f.at(period)
     await f.allocate(conn, window_start=when, app=plain, category="navigation",
-                     data_bytes=10 * f.MB, policy=cheap)  # fmt: skip
+                     data_bytes=10 * MB, policy=cheap)  # fmt: skip
     await f.allocate(conn, window_start=when, app=plain, category="music",
-                     data_bytes=3 * f.MB, policy=dear)  # fmt: skip
+                     data_bytes=3 * MB, policy=dear)  # fmt: skip
     for app, kind, size, payer in (
-        (shared, "wallet", 4 * f.MB, driver),
-        (shared, "overage", 2 * f.MB, driver),
-        (shared, "overage", 1 * f.MB, None),
-        (plain, "overage", 1 * f.MB, driver),
+        (shared, "wallet", 4 * MB, driver),
+        (shared, "overage", 2 * MB, driver),
+        (shared, "overage", 1 * MB, None),
+        (plain, "overage", 1 * MB, driver),
     ):
         await f.allocate(conn, window_start=when, app=app, category="other", data_bytes=size,
                          payer_kind=kind, payer_id=payer)  # fmt: skip
@@ -231,8 +232,8 @@ async def test_margin_report_arithmetic(conn: Connection) -> None:
     assert (cny.wholesale_cost_minor, cny.revenue_share_minor) == (63, 29)
     assert (cny.margin_minor, cny.margin) == (75, "0.75")
     assert report.bytes.model_dump() == {
-        "sponsor": 13 * f.MB, "wallet": 4 * f.MB, "overage": 3 * f.MB,
-        "overage_without_driver": f.MB, "total": 21 * f.MB,
+        "sponsor": 13 * MB, "wallet": 4 * MB, "overage": 3 * MB,
+        "overage_without_driver": MB, "total": 21 * MB,
     }  # fmt: skip
     # The report is the sum of the statements.
     sponsor_total = 0

@@ -15,9 +15,10 @@ import pytest
 
 import billing.run
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tests.billing.cars import GB, Car, bill
 from tests.conftest import REPO, IngestProcess, assert_problem, bearer, new_iccid
-from tests.wallet.factories import MB, Shop, balance_of
+from tests.wallet.factories import Shop, balance_of
 
 pytestmark = pytest.mark.usefixtures("ingest_workers")
 
@@ -446,7 +447,7 @@ async def test_bad_policy_requests_get_clear_problems_and_change_nothing(
             f"/v1/sponsor/policies/{first.json()['policy_id']}/caps",
             params={"period": period}, headers=car.automaker,
         )  # fmt: skip
-        assert_problem(answer, 422, "invalid-input")
+        assert_problem(answer, 422, "invalid-period")
     assert_problem(
         await http.put(
             "/v1/operator/catalogue/apps/bad app", json={"category": "music"},
@@ -472,7 +473,7 @@ async def test_flowbill_bill_once_from_the_command_line(
         "FLOWBILL_ENVIRONMENT": "test",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "flowbill.cli", "bill", "--once", env=env, cwd=REPO,
+        sys.executable, "-m", "cli", "bill", "--once", env=env, cwd=REPO,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)

@@ -16,9 +16,10 @@ import httpx
 
 from billing import rating, statements
 from billing.rating import RoundingRule, RoundingScope
-from billing.statement_periods import Calendar
 from flowbill.db import Connection
+from flowbill.periods import Calendar
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing import statement_factories as f
 from tests.conftest import assert_problem, bearer, make_tenant, new_iccid
@@ -71,16 +72,16 @@ async def test_lines_per_policy_terms_category_and_adjustment(conn: Connection) 
     theirs = await f.policy(conn, sponsor_id=other, unit_price="1")
     app, maps, song = f.app_id("nav"), f.app_id("map"), f.app_id("music")
     rows: list[tuple[datetime, str, str, int, f.Policy, date, bool]] = [
-        (f.at(period, day=3), app, "navigation", 3 * f.MB, nav, period, False),
-        (f.at(period, day=4), app, "navigation", 2 * f.MB, nav, period, False),
-        (f.at(period, day=20), app, "navigation", 10 * f.MB, repriced, period, False),
-        (f.at(period, day=5), maps, "map_update", 7 * f.MB, nav, period, False),
-        (f.at(period, day=6), song, "music", 1 * f.MB, music, period, False),
+        (f.at(period, day=3), app, "navigation", 3 * MB, nav, period, False),
+        (f.at(period, day=4), app, "navigation", 2 * MB, nav, period, False),
+        (f.at(period, day=20), app, "navigation", 10 * MB, repriced, period, False),
+        (f.at(period, day=5), maps, "map_update", 7 * MB, nav, period, False),
+        (f.at(period, day=6), song, "music", 1 * MB, music, period, False),
         # Late usage of January, booked in March after January closed.
-        (f.at(date(2025, 1, 1), day=30), app, "navigation", 4 * f.MB, nav, period, True),
-        (f.at(period, day=7), app, "navigation", 99 * f.MB, theirs, period, False),
+        (f.at(date(2025, 1, 1), day=30), app, "navigation", 4 * MB, nav, period, True),
+        (f.at(period, day=7), app, "navigation", 99 * MB, theirs, period, False),
         # Booked in April: not on March's statement.
-        (f.at(period, day=31, hour=20), app, "navigation", f.MB, nav, date(2025, 4, 1), False),
+        (f.at(period, day=31, hour=20), app, "navigation", MB, nav, date(2025, 4, 1), False),
     ]
     for start, app_name, category, size, policy, booked, adjustment in rows:
         await f.allocate(conn, window_start=start, app=app_name, category=category,
@@ -94,16 +95,16 @@ async def test_lines_per_policy_terms_category_and_adjustment(conn: Connection) 
         for ln in statement.lines
     ]
     assert got == [
-        (nav.policy_id, nav.terms_from, "map_update", None, 7 * f.MB, 35),
-        (nav.policy_id, nav.terms_from, "navigation", None, 5 * f.MB, 25),
-        (nav.policy_id, repriced.terms_from, "navigation", None, 10 * f.MB, 80),
-        (music.policy_id, music.terms_from, "music", None, 1 * f.MB, 10),
-        (nav.policy_id, nav.terms_from, "navigation", "2025-01", 4 * f.MB, 20),
+        (nav.policy_id, nav.terms_from, "map_update", None, 7 * MB, 35),
+        (nav.policy_id, nav.terms_from, "navigation", None, 5 * MB, 25),
+        (nav.policy_id, repriced.terms_from, "navigation", None, 10 * MB, 80),
+        (music.policy_id, music.terms_from, "music", None, 1 * MB, 10),
+        (nav.policy_id, nav.terms_from, "navigation", "2025-01", 4 * MB, 20),
     ]
     assert [ln.adjustment for ln in statement.lines] == [False] * 4 + [True]
     assert len({ln.line_id for ln in statement.lines}) == 5
     [total] = statement.totals
-    assert (total.bytes, total.amount_minor, total.adjustment_minor) == (27 * f.MB, 170, 20)
+    assert (total.bytes, total.amount_minor, total.adjustment_minor) == (27 * MB, 170, 20)
     assert total.amount == "1.70"
 
 
@@ -400,19 +401,19 @@ async def test_driver_statement_shows_wallet_and_overage(
     async with f.committed(settings) as conn:
         policy = await f.policy(conn, sponsor_id=UUID(sponsor[0]))
         rows = [
-            (head_unit, hotspot, "wifi_hotspot", "wallet", 3 * f.MB, driver_id),
-            (head_unit, hotspot, "wifi_hotspot", "overage", 5 * f.MB + 1, driver_id),
-            (head_unit, hotspot, "wifi_hotspot", "overage", 2 * f.MB, driver_id),
-            (head_unit, music, "music", "wallet", 1 * f.MB, driver_id),
+            (head_unit, hotspot, "wifi_hotspot", "wallet", 3 * MB, driver_id),
+            (head_unit, hotspot, "wifi_hotspot", "overage", 5 * MB + 1, driver_id),
+            (head_unit, hotspot, "wifi_hotspot", "overage", 2 * MB, driver_id),
+            (head_unit, music, "music", "wallet", 1 * MB, driver_id),
             (box, hotspot, "wifi_hotspot", "overage", 100, driver_id),
-            (box, hotspot, "wifi_hotspot", "overage", 9 * f.MB, other_driver),
+            (box, hotspot, "wifi_hotspot", "overage", 9 * MB, other_driver),
         ]
         for iccid, app, category, kind, size, payer in rows:
             await f.allocate(conn, window_start=f.at(period), iccid=iccid, app=app,
                              category=category, data_bytes=size, payer_kind=kind,
                              payer_id=UUID(payer))  # fmt: skip
         await f.allocate(conn, window_start=f.at(period), iccid=head_unit, app=hotspot,
-                         category="navigation", data_bytes=f.MB, policy=policy)  # fmt: skip
+                         category="navigation", data_bytes=MB, policy=policy)  # fmt: skip
     answer = await http.get("/v1/driver/statements/2025-08", headers=bearer(key))
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -420,13 +421,13 @@ async def test_driver_statement_shows_wallet_and_overage(
     assert set(by_key) == {(head_unit, "wifi_hotspot"), (head_unit, "music"), (box, "wifi_hotspot")}
     hot = by_key[(head_unit, "wifi_hotspot")]
     # Default tariff: 0.29 CNY/MB, each item rounded up to 1 KiB.
-    assert (hot["wallet_bytes"], hot["overage_bytes"]) == (3 * f.MB, 7 * f.MB + 1)
-    assert hot["overage_rated_bytes"] == 7 * f.MB + 1024
+    assert (hot["wallet_bytes"], hot["overage_bytes"]) == (3 * MB, 7 * MB + 1)
+    assert hot["overage_rated_bytes"] == 7 * MB + 1024
     assert hot["overage_minor"] == 203  # 7.0009765625 MB × 0.29 = 2.03028 CNY
     assert by_key[(box, "wifi_hotspot")]["overage_rated_bytes"] == 1024
     assert by_key[(head_unit, "music")]["overage_minor"] == 0
-    assert body["wallet_bytes"] == 4 * f.MB
-    assert body["overage_bytes"] == 7 * f.MB + 101
+    assert body["wallet_bytes"] == 4 * MB
+    assert body["overage_bytes"] == 7 * MB + 101
     assert body["totals"][0]["amount_minor"] == 203
     as_operator = await http.get(
         f"/v1/operator/billing/drivers/{driver_id}/statements/2025-08",

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flowbill import localstack
+from devstack import localstack
 from flowbill.migrate import apply_migrations
 from flowbill.settings import Settings
 from tests.conftest import IngestProcess, new_iccid, settings_for, wait_for

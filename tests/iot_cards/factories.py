@@ -11,13 +11,13 @@ import httpx
 
 from flowbill import db
 from flowbill.settings import Settings
+from flowbill.units import MB
 from ingest import repository as usage_store
 from ingest.protocol import iccid_check_digit
 from iot_cards.idcheck import check_digit
 from tenants.schemas import Role
 from tests.conftest import bearer, make_tenant
 
-MB = 1024 * 1024
 # A valid unified social credit code (GB 32100-2015).
 TAX_ID = "91350100M000100Y43"
 

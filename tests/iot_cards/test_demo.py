@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from iot_cards.demo import run_iot_demo
+from devstack.iot_cards_demo import run_iot_demo
 
 
 async def test_the_demo_story_runs(api_url: str, operator_key: str) -> None:

@@ -9,10 +9,9 @@ import time
 import httpx
 
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tenants.schemas import Role
 from tests.conftest import bearer, make_tenant
-
-MB = 1024 * 1024
 
 
 def idem(headers: dict[str, str], key: str | None = None) -> dict[str, str]:

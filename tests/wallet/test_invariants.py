@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowbill.db import Connection
+from flowbill.units import MB
 from wallet import repository, service, withdrawals
 from wallet.errors import InsufficientBalance, RefundTooLarge
 from wallet.gateways import GatewayResult, Outcome
 from wallet.schemas import CarrierConfig, TopUpRequest
 from wallet.service import AccountKind
 
-MB = 1024 * 1024
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PACKAGES = [10, 30, 50, 100]
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from flowbill import db
 from flowbill.db import Connection
 from flowbill.settings import Settings
+from flowbill.units import MB
 from wallet import service
 from wallet.errors import (
     IdempotencyKeyReused,
@@ -23,7 +24,6 @@ from wallet.errors import (
 from wallet.service import AccountKind
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-MB = 1024 * 1024
 
 
 def name(prefix: str) -> str:

@@ -13,8 +13,9 @@ import pytest
 
 from flowbill.db import Connection
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tests.conftest import assert_problem, bearer
-from tests.wallet.factories import MB, Shop, balance_of, carrier, driver, funded_driver, idem
+from tests.wallet.factories import Shop, balance_of, carrier, driver, funded_driver, idem
 from wallet import exchange, service
 from wallet.schemas import ExchangeOrderRequest
 

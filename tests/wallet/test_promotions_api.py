@@ -12,9 +12,10 @@ import pytest
 
 from flowbill.db import Connection
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tenants.schemas import Role
 from tests.conftest import assert_problem, bearer, make_tenant
-from tests.wallet.factories import MB, Shop, balance_of, driver, idem
+from tests.wallet.factories import Shop, balance_of, driver, idem
 from wallet import promotions, service
 from wallet.errors import NoCheckInFunding
 from wallet.schemas import CampaignCreate

@@ -7,9 +7,9 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 from flowbill.db import Connection
+from flowbill.units import MB
 from wallet import reports, service
 
-MB = 1024 * 1024
 T0 = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
 
 

@@ -28,7 +28,6 @@ CHROMIUM = Path(os.environ.get("FLOWBILL_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("FLOWBILL_CHROMEDRIVER", "/usr/bin/chromedriver"))
 SHOTS = OUTPUT / "web"
 WAIT_SECONDS = 20
-MB = 1024 * 1024
 T = TypeVar("T")
 
 

@@ -12,10 +12,11 @@ import pytest
 
 from api.web.i18n import EN, ZH
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tests.billing.cars import Car, bill
 from tests.wallet.factories import behave, carrier, funded_driver
 from tests.wallet.test_exchange_api import add_item
-from tests.web.conftest import MB, Page, api_key, sign_in_link
+from tests.web.conftest import Page, api_key, sign_in_link
 
 
 def mb(data_bytes: int) -> str:

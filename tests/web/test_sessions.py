@@ -12,12 +12,13 @@ import pytest
 
 from api.web import templating
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing.cars import Car
 from tests.conftest import bearer, make_tenant
 from tests.wallet.factories import balance_of, funded_driver
 from tests.wallet.test_exchange_api import add_item
-from tests.web.conftest import MB, api_key, hidden, sign_in_link
+from tests.web.conftest import api_key, hidden, sign_in_link
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from flowbill.settings import Settings
+from flowbill.units import MB
 from tests.billing.cars import Car, bill
-from tests.wallet.factories import MB
 from tests.webhooks.conftest import Receiver
 from tests.webhooks.test_api import Pool, create, deliver
 from webhooks import signing

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from api.deps import ConnDep, IdempotencyKey, SettingsDep, SponsorCaller
 from billing import coverage
-from billing.periods import earliest_open, parse_month
 from flowbill.errors import NotFound
+from flowbill.periods import earliest_open, parse_period
 from sponsors import service as sponsors
 from sponsors.schemas import (
     AlertThresholds,
@@ -205,7 +205,7 @@ async def policy_caps(
 ) -> list[SimCapUse]:
     """Per SIM, what the policy paid in a month against its cap."""
     return await sponsors.cap_use(
-        conn, sponsor_id=caller.tenant_id, policy_id=policy_id, period=parse_month(period),
+        conn, sponsor_id=caller.tenant_id, policy_id=policy_id, period=parse_period(period),
         after=after, limit=limit,
     )  # fmt: skip
 

@@ -1,47 +1,31 @@
 """Late answers for IoT cards: payments (from the payment gateway) and identity checks (from
-the identity-check provider), signed with the shared gateway secret. Also the dependencies
-the IoT routers share: the IoT gateways' client and where the parties call back."""
+the identity-check provider), signed with the shared gateway secret."""
 
 from __future__ import annotations
 
 import json
 import time
 from datetime import UTC, datetime
-from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
-from api.deps import ConnDep, GatewaysDep, PoolDep, SettingsDep, after_response
+from api.deps import (
+    IDENTITY_PATH,
+    PAYMENTS_PATH,
+    ConnDep,
+    GatewaysDep,
+    IotGatewaysDep,
+    PoolDep,
+    SettingsDep,
+    after_response,
+)
 from flowbill.errors import InvalidInput, Unauthenticated
 from flowbill.settings import Settings
 from iot_cards import settlement
-from iot_cards.gateways import HttpIotGateways
 from wallet.gateways import SIGNATURE_HEADER, interpret, verify_callback
 
 router = APIRouter(tags=["gateways"])
-
-PAYMENTS_PATH = "/v1/iot-callbacks/payments"
-IDENTITY_PATH = "/v1/iot-callbacks/identity-checks"
-
-
-async def _iot_gateways(request: Request, settings: SettingsDep) -> HttpIotGateways:
-    # One client per API process, made on first use (the app's lifespan belongs to api/app.py).
-    gateways: HttpIotGateways | None = getattr(request.app.state, "iot_gateways", None)
-    if gateways is None or gateways.base_url != settings.iot_gateway_url:
-        gateways = HttpIotGateways(
-            settings.iot_gateway_url, timeout_seconds=settings.gateway_timeout_seconds
-        )
-        request.app.state.iot_gateways = gateways
-    return gateways
-
-
-IotGatewaysDep = Annotated[HttpIotGateways, Depends(_iot_gateways)]
-
-
-def iot_callback_url(settings: Settings, path: str) -> str | None:
-    """Where a party posts its late answer, when this API is reachable to it."""
-    return f"{settings.public_url.rstrip('/')}{path}" if settings.public_url else None
 
 
 class InvalidSignature(Unauthenticated):

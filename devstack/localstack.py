@@ -6,7 +6,7 @@ ports) and `flowbill.env` (shell `export` lines). Both run on free loopback port
 while they run, and are stopped by pid. Standard library only: `make stop` runs this module
 with the system's python3, without the virtualenv. `scripts/setup.sh` installs what it runs.
 
-    python -m flowbill.localstack up|down|env [--dir .state]     (also: flowbill stack ...)
+    python -m devstack.localstack up|down|env [--dir .state]     (also: flowbill stack ...)
 """
 
 from __future__ import annotations
@@ -317,7 +317,7 @@ def _write_postgres_conf(stack: LocalStack) -> None:
             fh.write(f"\ninclude_if_exists = '{PG_CONF_NAME}'\n")
     ours = paths.pgdata / PG_CONF_NAME
     ours.write_text(
-        "# Written by flowbill.localstack at every start: a throwaway local cluster.\n"
+        "# Written by devstack.localstack at every start: a throwaway local cluster.\n"
         f"port = {stack.pg_port}\n"
         "listen_addresses = '127.0.0.1'\n"
         f"unix_socket_directories = {_quote_conf(str(paths.sockets))}\n"

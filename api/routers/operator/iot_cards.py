@@ -9,9 +9,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, status
 
-from api.deps import ConnDep, GatewaysDep, OperatorCaller, PoolDep, SettingsDep
-from api.routers.iot_callbacks import IotGatewaysDep
+from api.deps import ConnDep, GatewaysDep, IotGatewaysDep, OperatorCaller, PoolDep, SettingsDep
 from flowbill.errors import InvalidInput
+from flowbill.units import MB
 from iot_cards import service, settlement
 from iot_cards.schemas import (
     AssignmentReport,
@@ -26,7 +26,7 @@ from iot_cards.schemas import (
 
 router = APIRouter(prefix="/v1/operator/iot", tags=["iot cards: operator"])
 
-MAX_IMPORT_BYTES = 10 * 1024 * 1024
+MAX_IMPORT_BYTES = 10 * MB
 
 
 @router.post(

@@ -28,15 +28,16 @@ from api.deps import (
     providers,
 )
 from api.web import pages, sessions
-from api.web.i18n import MB, Translator
+from api.web.i18n import Translator
 from api.web.sessions import WebSession
 from api.web.templating import render
 from billing import coverage, usage_views
-from billing.periods import month_of, next_month, parse_month
 from billing.usage_views import SimMonth
 from flowbill.db import Connection
 from flowbill.errors import FlowbillError, InvalidInput
+from flowbill.periods import month_of, next_month, parse_period
 from flowbill.settings import Settings
+from flowbill.units import MB
 from sponsors import service as sponsors
 from tenants.service import Caller
 from wallet import exchange, reports, withdrawals
@@ -71,7 +72,7 @@ def _month(text: str | None, zone: ZoneInfo) -> date:
     if not text:
         return current
     try:
-        return parse_month(text)
+        return parse_period(text)
     except InvalidInput:
         return current
 

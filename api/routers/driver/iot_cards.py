@@ -11,20 +11,18 @@ from fastapi import APIRouter, BackgroundTasks, Path, Query, Response, status
 from psycopg_pool import AsyncConnectionPool
 
 from api.deps import (
+    IDENTITY_PATH,
+    PAYMENTS_PATH,
     ConnDep,
     DriverCaller,
     GatewaysDep,
     IdempotencyKey,
+    IotGatewaysDep,
     PoolDep,
     SettingsDep,
     after_response,
-    ledger_key,
-)
-from api.routers.iot_callbacks import (
-    IDENTITY_PATH,
-    PAYMENTS_PATH,
-    IotGatewaysDep,
     iot_callback_url,
+    ledger_key,
 )
 from flowbill.db import Connection
 from flowbill.settings import Settings

@@ -4,13 +4,14 @@ the device reports; the invoices of closed periods and their credit notes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.deps import ConnDep, SettingsDep, require_role
+from api.params import LineIdPath, PeriodPath
+from api.responses import CSV_RESPONSES, csv_response
 from billing import invoices, statements
-from billing.statement_periods import Calendar
 from billing.statement_schemas import (
     CreditNoteNumber,
     CreditNotePublic,
@@ -20,26 +21,13 @@ from billing.statement_schemas import (
     InvoiceSummary,
     SponsorStatement,
 )
+from flowbill.periods import Calendar
 from tenants.schemas import Role
 from tenants.service import Caller
 
 router = APIRouter(prefix="/v1/sponsor", tags=["sponsor"])
 
 SponsorCaller = Annotated[Caller, Depends(require_role(Role.SPONSOR))]
-PeriodPath = Annotated[str, Path(max_length=20, description="A month, YYYY-MM (billing zone).")]
-LineIdPath = Annotated[str, Path(max_length=120, description="A statement line's `line_id`.")]
-CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
-CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/csv": {}}, "description": "The lines as CSV."}
-}
-
-
-def csv_response(text: str, *, filename: str) -> Response:
-    return Response(
-        content=text.encode("utf-8"),
-        media_type=CSV_MEDIA_TYPE,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
 
 
 @router.get("/statements/{period}.csv", response_class=Response, responses=CSV_RESPONSES)

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Path
 
 from api.deps import ConnDep, DriverCaller, SettingsDep
 from billing import statements
-from billing.statement_periods import Calendar
 from billing.statement_schemas import DriverStatement
+from flowbill.periods import Calendar
 
 router = APIRouter(prefix="/v1/driver/statements", tags=["driver"])
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-MB = 1024 * 1024
+from flowbill.units import MB
+
 GB = 1024 * MB
 CATALOGUE = {
     "telematics": "telematics", "backend": "backend", "ota.update": "ota",

@@ -14,13 +14,13 @@ from api.deps import (
     ConnDep,
     GatewaysDep,
     IdempotencyKey,
+    IotGatewaysDep,
     MerchantCaller,
     PoolDep,
     ledger_key,
 )
 from api.deps import after_response as after
-from api.routers.iot_callbacks import IotGatewaysDep
-from billing.periods import parse_month
+from flowbill.periods import parse_period
 from iot_cards import service, settlement
 from iot_cards.lifecycle import Actor, State
 from iot_cards.schemas import (
@@ -226,7 +226,7 @@ async def statement(
 ) -> StatementPublic:
     """A month's sales and refunds (Asia/Shanghai) with your revenue: retail − wholesale."""
     return await service.statement(
-        conn, merchant_id=caller.tenant_id, month=parse_month(month), currency=currency
+        conn, merchant_id=caller.tenant_id, month=parse_period(month), currency=currency
     )
 
 

@@ -10,9 +10,9 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query, Response, status
 
 from api.deps import ConnDep, IdempotencyKey, OperatorCaller, SettingsDep, ledger_key
-from api.routers.sponsor_statements import CSV_RESPONSES, LineIdPath, PeriodPath, csv_response
+from api.params import LineIdPath, PeriodPath
+from api.responses import CSV_RESPONSES, csv_response
 from billing import invoices, margin, revenue_share, statements
-from billing.statement_periods import Calendar
 from billing.statement_schemas import (
     CreditNoteCreate,
     CreditNoteNumber,
@@ -29,6 +29,7 @@ from billing.statement_schemas import (
     RevenueShareStatement,
     SponsorStatement,
 )
+from flowbill.periods import Calendar
 from tenants.schemas import Role
 
 router = APIRouter(prefix="/v1/operator/billing", tags=["operator"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-MB = 1024 * 1024
+from flowbill.units import MB
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,7 +82,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
-    from flowbill import localstack
+    from devstack import localstack
 
     return localstack.main(args.stack_args)
 
@@ -321,7 +320,7 @@ def _cmd_gateway_simulator(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from flowbill.demo import run_demo
+    from devstack.demo import run_demo
 
     return run_demo(seconds=args.seconds)
 
@@ -453,7 +452,3 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(get_settings().log_level if args.command != "simulate" else "WARNING")
     result: int = args.func(args)
     return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """`flowbill demo`: the API and two ingest workers, a simulated fleet, and what arrived.
 
 The API and the workers keep running after the demo so that its URLs work; `make stop`
-(or `python -m flowbill.demo stop`) stops them by their pids.
+(or `python -m devstack.demo stop`) stops them by their pids.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 
-from billing.periods import earliest_open
-from flowbill import billing_demo
+from devstack import billing_demo
+from devstack.iot_cards_demo import run_iot_demo
+from devstack.wallet_demo import run_wallet_demo
+from flowbill.periods import earliest_open
 from flowbill.settings import Settings, get_settings
-from flowbill.wallet_demo import run_wallet_demo
-from iot_cards.demo import run_iot_demo
+from flowbill.units import MB
 
 STATE = Path(os.environ.get("FLOWBILL_STATE_DIR", ".state"))
-MB = 1024 * 1024
 
 
 def _demo_dir(state: Path) -> Path:
@@ -70,7 +70,7 @@ def stop_services(state: Path) -> None:
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "flowbill.cli", *args],
+            [sys.executable, "-m", "cli", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -106,7 +106,7 @@ def _operator_key(settings: Settings, state: Path, api: str) -> str:
         if httpx.get(f"{api}/v1/me", headers={"Authorization": f"Bearer {key}"}).status_code == 200:
             return key
     subprocess.run(
-        [sys.executable, "-m", "flowbill.cli", "create-operator-key", "--name", "demo operator",
+        [sys.executable, "-m", "cli", "create-operator-key", "--name", "demo operator",
          "--key-file", str(key_file)],
         check=True, env=os.environ.copy(), stdout=subprocess.DEVNULL,
     )  # fmt: skip
@@ -327,7 +327,7 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flowbill.demo")
+    parser = argparse.ArgumentParser(prog="python -m devstack.demo")
     parser.add_argument("action", choices=["stop"])
     parser.add_argument("--dir", default=str(STATE))
     args = parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""Apps' endpoints: daily check-ins."""

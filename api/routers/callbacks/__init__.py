@@ -1,0 +1,1 @@
+"""Signed callbacks from outside parties: carrier, payment, fulfilment, identity check."""

@@ -1,0 +1,1 @@
+"""A driver's endpoints: wallet, vehicles, statements, IoT cards, the driver page, sign-in."""

@@ -1,0 +1,1 @@
+"""Merchants' endpoints: the promotion pool, campaigns and orders; IoT card sales."""

@@ -1,0 +1,1 @@
+"""Partner platforms' endpoints: action events that earn drivers data."""

@@ -1,0 +1,1 @@
+"""Sponsors' endpoints: vehicles, policies, statements and invoices."""

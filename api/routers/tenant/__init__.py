@@ -1,0 +1,1 @@
+"""Endpoints every tenant has: who am I, API keys, webhook endpoints."""

@@ -1,0 +1,1 @@
+"""The `flowbill` command line: the door into every job (serve, ingest, bill, …)."""
