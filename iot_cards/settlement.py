@@ -92,7 +92,7 @@ async def _grant(conn: Connection, order: OrderRow, now: datetime, calendar: Cal
     if order.plan_kind == PlanKind.MONTHLY:
         latest = await grants.latest_term_end(conn, order.iccid, monthly=True)
         # Terms run from month start to month start: a renewal starts when the last ends.
-        starts = max(calendar.start(month), latest) if latest is not None else calendar.start(month)
+        starts = calendar.start(month) if latest is None else max(calendar.start(month), latest)
         ends = calendar.start(next_month(calendar.period_of(starts), order.months))
         await card_rows.update_card(conn, order.iccid, plan_id=order.plan_id)
     else:
