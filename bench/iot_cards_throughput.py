@@ -32,9 +32,10 @@ from throwaway_stack import fresh_stack, machine
 
 from devstack import localstack
 from flowbill import db
+from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from ingest.protocol import iccid_check_digit
-from iot_cards import service, settlement
+from iot_cards import settlement
 from iot_cards.schemas import (
     CardAssignment,
     MerchantPlanSet,
@@ -44,6 +45,7 @@ from iot_cards.schemas import (
     VerificationRequest,
     WholesalePlanCreate,
 )
+from iot_cards.service import inventory, merchants, orders, verification
 from tenants import service as tenants
 from tenants.schemas import Role
 from wallet.gateways import GatewayResult, Outcome
@@ -81,6 +83,7 @@ async def prepare(settings: Settings, cards: int) -> tuple[list[tuple[str, str]]
     """`cards` verified cards, each of its own holder: [(holder key, iccid)], top-up plan."""
     conn = await db.connect(settings, application_name="flowbill-bench")
     now = datetime.now(UTC)
+    calendar = Calendar.from_settings(settings)
     made: list[tuple[str, str]] = []
     try:
         async with conn.transaction():
@@ -91,12 +94,12 @@ async def prepare(settings: Settings, cards: int) -> tuple[list[tuple[str, str]]
                 conn, name="bench iot shop", role=Role.MERCHANT, key_label="bench"
             )
             merchant_id = merchant.tenant.tenant_id
-            await service.set_profile(
+            await merchants.set_profile(
                 conn,
                 merchant_id=merchant_id,
                 body=SellerProfile(seller_name="Bench IoT", tax_id=TAX_ID),
             )
-            monthly = await service.create_plan(
+            monthly = await inventory.create_plan(
                 conn,
                 WholesalePlanCreate(
                     name="1 GB monthly",
@@ -106,14 +109,14 @@ async def prepare(settings: Settings, cards: int) -> tuple[list[tuple[str, str]]
                     wholesale_minor=1000,
                 ),
             )
-            top_up = await service.create_plan(
+            top_up = await inventory.create_plan(
                 conn,
                 WholesalePlanCreate(
                     name="100 MB top-up", kind=PlanKind.TOP_UP, data_mb=100, wholesale_minor=300
                 ),
             )
             for plan, retail in ((monthly, 3000), (top_up, 500)):
-                await service.set_price(
+                await merchants.set_price(
                     conn,
                     merchant_id=merchant_id,
                     plan_id=plan.plan_id,
@@ -124,14 +127,14 @@ async def prepare(settings: Settings, cards: int) -> tuple[list[tuple[str, str]]
                 body = f"898699{n:013d}"
                 rows.append((body + iccid_check_digit(body), f"46011{n:010d}", f"1064{n:09d}"))
             csv_text = "iccid,imsi,msisdn\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows)
-            await service.import_cards(
+            await inventory.import_cards(
                 conn,
                 csv_text=csv_text,
                 carrier="bench",
                 label="bench",
                 operator_id=operator.tenant.tenant_id,
             )
-            await service.assign_cards(
+            await inventory.assign_cards(
                 conn,
                 CardAssignment(
                     merchant_id=merchant_id, first_iccid=rows[0][0], last_iccid=rows[-1][0]
@@ -143,7 +146,7 @@ async def prepare(settings: Settings, cards: int) -> tuple[list[tuple[str, str]]
                     conn, name=f"holder {n}", role=Role.DRIVER, key_label="bench"
                 )
                 holder_id = holder.tenant.tenant_id
-                order, _ = await service.purchase(
+                order, _ = await orders.purchase(
                     conn,
                     buyer_id=holder_id,
                     key=f"bench-order-{n}",
@@ -151,9 +154,13 @@ async def prepare(settings: Settings, cards: int) -> tuple[list[tuple[str, str]]
                     body=PurchaseCreate(merchant_id=merchant_id, plan_id=monthly.plan_id),
                 )
                 await settlement.settle_payment(
-                    conn, order_id=order.order_id, now=now, result=GatewayResult(Outcome.CONFIRMED)
+                    conn,
+                    order_id=order.order_id,
+                    now=now,
+                    calendar=calendar,
+                    result=GatewayResult(Outcome.CONFIRMED),
                 )
-                verification, _ = await service.submit_verification(
+                submitted, _ = await verification.submit_verification(
                     conn,
                     iccid=order.iccid,
                     holder_id=holder_id,
@@ -163,10 +170,11 @@ async def prepare(settings: Settings, cards: int) -> tuple[list[tuple[str, str]]
                     ),
                     hash_key=HASH_KEY,
                     now=now,
+                    calendar=calendar,
                 )
                 await settlement.settle_verification(
                     conn,
-                    verification_id=verification.verification_id,
+                    verification_id=submitted.verification_id,
                     now=now,
                     result=GatewayResult(Outcome.CONFIRMED),
                 )

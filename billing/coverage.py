@@ -20,7 +20,7 @@ from billing import repository
 from flowbill import metrics
 from flowbill.db import Connection
 from flowbill.periods import month_of
-from iot_cards import service as iot_cards
+from iot_cards.service import cards as iot_cards
 from sponsors import service as sponsors
 from sponsors.allocation import Budget, PolicyBook, Spend, coverage
 from wallet import reports as wallet_reports

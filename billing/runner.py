@@ -23,7 +23,7 @@ from flowbill import db, metrics
 from flowbill.db import Connection
 from flowbill.settings import Settings
 from ingest import mqtt_session
-from iot_cards import service as iot_cards
+from iot_cards.service import cards as iot_cards
 from sponsors import service as sponsors
 from wallet.errors import InsufficientBalance
 

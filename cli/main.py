@@ -201,6 +201,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     import time
 
     from flowbill import db
+    from flowbill.periods import Calendar
     from iot_cards import settlement
     from iot_cards.gateways import HttpIotGateways
     from wallet import exchange, withdrawals
@@ -227,7 +228,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
                 ) as iot_gateways:
                     iot = await settlement.reconcile(
                         pool, payments=gateways, invoicer=iot_gateways, identity=iot_gateways,
-                        now=now, grace=grace,
+                        now=now, grace=grace, calendar=Calendar.from_settings(settings),
                     )  # fmt: skip
                 return {
                     "carrier_orders": carrier.model_dump(),
@@ -286,15 +287,19 @@ def _cmd_iot_sweep(args: argparse.Namespace) -> int:
     import time
 
     from flowbill import db
-    from iot_cards import service as iot
+    from flowbill.periods import Calendar
+    from iot_cards.service import usage
+
+    calendar = Calendar.from_settings(get_settings())
 
     async def once() -> dict[str, object]:
         conn = await db.connect(get_settings(), application_name="flowbill-iot-sweep")
         try:
             async with conn.transaction():
                 now = datetime.now(UTC)
-                report: dict[str, object] = (await iot.sweep(conn, now=now)).model_dump()
-                report["alerts_queued"] = await iot.queue_usage_alerts(conn, now=now)
+                swept = await usage.sweep(conn, now=now, calendar=calendar)
+                report: dict[str, object] = swept.model_dump()
+                report["alerts_queued"] = await usage.queue_usage_alerts(conn, now=now)
                 return report
         finally:
             await conn.close()

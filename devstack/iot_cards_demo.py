@@ -9,13 +9,12 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 
 import httpx
 
 from ingest.protocol import iccid_check_digit
 from iot_cards.idcheck import check_digit
-from iot_cards.service import ZONE
 
 TAX_ID = "91350100M000100Y43"
 NAMES = ("张小三", "李四", "王小明", "欧阳娜娜", "John Doe", "赵六", "孙七", "周八")
@@ -59,6 +58,20 @@ def _idem(headers: dict[str, str]) -> dict[str, str]:
 
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def _every(http: httpx.Client, headers: dict[str, str], path: str) -> list[dict[str, object]]:
+    """Every item of a list, page after page."""
+    items: list[dict[str, object]] = []
+    params: dict[str, str] = {}
+    while True:
+        page = _ok(http.get(path, headers=headers, params=params))
+        found = page["items"]
+        assert isinstance(found, list)
+        items.extend(found)
+        if page["next_cursor"] is None:
+            return items
+        params = {"cursor": str(page["next_cursor"])}
 
 
 def _wait(
@@ -250,9 +263,9 @@ def run_iot_demo(api: str, operator_key: str, *, buyers: int = 6) -> IotDemoRepo
                 {"refunded", "failed"},
             )
         time.sleep(1.0)
-        for card in http.get("/v1/merchant/iot/cards", headers=merchant).json():
+        for card in _every(http, merchant, "/v1/merchant/iot/cards"):
             report.cards[str(card["state"])] += 1
-        invoices = http.get("/v1/merchant/iot/invoices", headers=merchant).json()
+        invoices = _every(http, merchant, "/v1/merchant/iot/invoices")
         for invoice in invoices:
             report.invoices[f"{invoice['colour']} {invoice['state']}"] += 1
         issued = [i for i in invoices if i["state"] == "issued"]
@@ -261,9 +274,12 @@ def run_iot_demo(api: str, operator_key: str, *, buyers: int = 6) -> IotDemoRepo
                 f"/v1/merchant/iot/invoices/{issued[0]['invoice_id']}/pdf", headers=merchant
             )
             report.sample_pdf_bytes = len(pdf.content)
-        month = datetime.now(UTC).astimezone(ZONE).strftime("%Y-%m")
-        statement = _ok(http.get(f"/v1/merchant/iot/statements/{month}", headers=merchant))
-        totals = statement["totals"]
-        assert isinstance(totals, dict)
-        report.statement = totals
+        if holders:
+            # This month as the API's billing calendar has it (the zone is its setting).
+            holder, iccid, _ = holders[0]
+            month = _ok(http.get(f"/v1/iot/cards/{iccid}/usage", headers=holder))["period"]
+            statement = _ok(http.get(f"/v1/merchant/iot/statements/{month}", headers=merchant))
+            totals = statement["totals"]
+            assert isinstance(totals, dict)
+            report.statement = totals
     return report

@@ -9,7 +9,14 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+    model_validator,
+)
 
 from iot_cards.lifecycle import Command
 
@@ -21,6 +28,12 @@ Minor = Annotated[int, Field(gt=0, le=10**12)]
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _FromRow(BaseModel):
+    """A response read from a stored row: `Model.model_validate(row)`."""
+
+    model_config = ConfigDict(from_attributes=True)
 
 
 class PlanKind(enum.StrEnum):
@@ -75,7 +88,7 @@ class WholesalePlanUpdate(_In):
     active: bool
 
 
-class WholesalePlanPublic(BaseModel):
+class WholesalePlanPublic(_FromRow):
     plan_id: UUID
     name: str
     kind: PlanKind
@@ -93,7 +106,7 @@ class MerchantPlanSet(_In):
     on_sale: bool = True
 
 
-class MerchantPlanPublic(BaseModel):
+class MerchantPlanPublic(_FromRow):
     plan_id: UUID
     name: str
     kind: PlanKind
@@ -102,12 +115,17 @@ class MerchantPlanPublic(BaseModel):
     currency: str
     wholesale_minor: int
     retail_minor: int
-    margin_minor: int
     pooled: bool
     on_sale: bool
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def margin_minor(self) -> int:
+        """What you keep of each sale: retail − wholesale."""
+        return self.retail_minor - self.wholesale_minor
 
-class StorePlan(BaseModel):
+
+class StorePlan(_FromRow):
     plan_id: UUID
     name: str
     kind: PlanKind
@@ -153,7 +171,7 @@ class RechargeCreate(InvoiceTitle):
     plan_id: UUID
 
 
-class OrderPublic(BaseModel):
+class OrderPublic(_FromRow):
     order_id: UUID
     kind: Literal["purchase", "recharge"]
     merchant_id: UUID
@@ -173,7 +191,12 @@ class OrderPublic(BaseModel):
 class MerchantOrderPublic(OrderPublic):
     buyer_id: UUID
     wholesale_minor: int
-    revenue_minor: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def revenue_minor(self) -> int:
+        """Your share of the order: retail − wholesale."""
+        return self.retail_minor - self.wholesale_minor
 
 
 class VerificationRequest(_In):
@@ -182,7 +205,7 @@ class VerificationRequest(_In):
     phone: Annotated[str, StringConstraints(max_length=40)]
 
 
-class VerificationPublic(BaseModel):
+class VerificationPublic(_FromRow):
     verification_id: UUID
     iccid: str
     state: Literal["pending", "verified", "rejected"]
@@ -208,7 +231,7 @@ class CardCommand(_In):
     reason: Text = ""
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(_FromRow):
     command: str
     from_state: str | None
     to_state: str | None
@@ -219,7 +242,7 @@ class HistoryEntry(BaseModel):
     status: str
 
 
-class CardPublic(BaseModel):
+class CardPublic(_FromRow):
     iccid: str
     imsi: str
     msisdn: str
@@ -248,7 +271,7 @@ class AppUsage(BaseModel):
 
 class UsagePublic(BaseModel):
     iccid: str
-    period: str = Field(description="The calendar month in Asia/Shanghai, YYYY-MM.")
+    period: str = Field(description="The calendar month in the billing time zone, YYYY-MM.")
     period_start: datetime
     period_end: datetime
     quota_bytes: int
@@ -272,7 +295,7 @@ class ThresholdCreate(_In):
         return self
 
 
-class ThresholdPublic(BaseModel):
+class ThresholdPublic(_FromRow):
     threshold_id: UUID
     percent: int | None
     bytes: int | None
@@ -311,7 +334,7 @@ class RefundRequest(_In):
     reason: Text = ""
 
 
-class RefundPublic(BaseModel):
+class RefundPublic(_FromRow):
     refund_id: UUID
     order_id: UUID
     amount_minor: int
@@ -322,7 +345,7 @@ class RefundPublic(BaseModel):
     settled_at: datetime | None
 
 
-class InvoicePublic(BaseModel):
+class InvoicePublic(_FromRow):
     invoice_id: UUID
     order_id: UUID
     colour: Literal["blue", "red"]
@@ -333,7 +356,7 @@ class InvoicePublic(BaseModel):
     document: dict[str, object]
 
 
-class BuyerPublic(BaseModel):
+class BuyerPublic(_FromRow):
     buyer_id: UUID
     cards: int
     orders: int
@@ -357,7 +380,7 @@ class SweepReport(BaseModel):
     alerts: int
 
 
-class UsageAlert(BaseModel):
+class UsageAlert(_FromRow):
     """A usage threshold a card (or a merchant's pool) crossed: one webhook to the merchant."""
 
     alert_id: int

@@ -23,11 +23,21 @@ from psycopg_pool import AsyncConnectionPool
 
 from flowbill import db, metrics
 from flowbill.db import Connection
-from iot_cards import invoices, repository, service
+from flowbill.periods import Calendar, next_month
+from iot_cards import invoices
 from iot_cards.gateways import IdentityGateway, InvoiceGateway
 from iot_cards.lifecycle import Actor, Command, State
+from iot_cards.repository import cards as card_rows
+from iot_cards.repository import orders as order_rows
+from iot_cards.repository import settlement as repository
+from iot_cards.repository import statements as invoice_rows
+from iot_cards.repository import usage as grants
+from iot_cards.repository import verification as verification_rows
+from iot_cards.repository.orders import OrderRow
 from iot_cards.schemas import PlanKind, ReconcileReport
-from iot_cards.service import IdentityRequest
+from iot_cards.service import cards, merchants, usage, verification
+from iot_cards.service.cards import QUOTA_EXHAUSTED
+from iot_cards.service.verification import IdentityRequest
 from wallet import service as ledger
 from wallet.gateways import GatewayResult, Outcome, PaymentGateway
 from wallet.service import PLATFORM, AccountKind
@@ -45,7 +55,7 @@ async def _in_transaction(
 # --- payments ----------------------------------------------------------------------------
 
 
-async def _book_sale(conn: Connection, order: repository.OrderRow) -> tuple[int | None, int]:
+async def _book_sale(conn: Connection, order: OrderRow) -> tuple[int | None, int]:
     """The payment split in the ledger: (merchant's transaction, platform's transaction)."""
     buyer = (AccountKind.USER_PAYMENTS, str(order.buyer_id))
     memo: dict[str, object] = {"iot_order": str(order.order_id), "iccid": order.iccid}
@@ -75,18 +85,19 @@ async def _book_sale(conn: Connection, order: repository.OrderRow) -> tuple[int 
     return merchant_txn, platform_txn
 
 
-async def _grant(conn: Connection, order: repository.OrderRow, now: datetime) -> None:
+async def _grant(conn: Connection, order: OrderRow, now: datetime, calendar: Calendar) -> None:
     """Put the order's data on the card: a monthly term after the current one, or a top-up
     for this month."""
-    period = service.period_of(now)
+    month = calendar.period_of(now)
     if order.plan_kind == PlanKind.MONTHLY:
-        latest = await repository.latest_term_end(conn, order.iccid, monthly=True)
-        starts = max(period.start, latest) if latest is not None else period.start
-        ends = service.add_months(starts, order.months)
-        await repository.update_card(conn, order.iccid, plan_id=order.plan_id)
+        latest = await grants.latest_term_end(conn, order.iccid, monthly=True)
+        # Terms run from month start to month start: a renewal starts when the last ends.
+        starts = calendar.start(month) if latest is None else max(calendar.start(month), latest)
+        ends = calendar.start(next_month(calendar.period_of(starts), order.months))
+        await card_rows.update_card(conn, order.iccid, plan_id=order.plan_id)
     else:
-        starts, ends = period.start, period.end
-    await repository.insert_grant(
+        starts, ends = calendar.start(month), calendar.end(month)
+    await grants.insert_grant(
         conn,
         order_id=order.order_id,
         iccid=order.iccid,
@@ -97,16 +108,16 @@ async def _grant(conn: Connection, order: repository.OrderRow, now: datetime) ->
 
 
 async def settle_payment(
-    conn: Connection, *, order_id: UUID, result: GatewayResult, now: datetime
+    conn: Connection, *, order_id: UUID, result: GatewayResult, now: datetime, calendar: Calendar
 ) -> bool:
     """Record the payment provider's answer for an order (at most once); True when the
     order was paid now."""
-    order = await repository.get_order(conn, order_id, lock=True)
+    order = await order_rows.get_order(conn, order_id, lock=True)
     if order is None or order.state != "placed":
         return False
     if result.outcome is Outcome.CONFIRMED:
         merchant_txn, platform_txn = await _book_sale(conn, order)
-        await repository.update_order(
+        await order_rows.update_order(
             conn,
             order_id,
             state="paid",
@@ -115,8 +126,8 @@ async def settle_payment(
             merchant_txn_id=merchant_txn,
             platform_txn_id=platform_txn,
         )
-        await _grant(conn, order, now)
-        profile = await repository.get_profile(conn, order.merchant_id)
+        await _grant(conn, order, now, calendar)
+        profile = await merchants.seller(conn, order.merchant_id)
         assert profile is not None
         document = invoices.blue_document(
             order_id=str(order_id),
@@ -130,24 +141,24 @@ async def settle_payment(
             buyer_name=order.invoice_title,
             buyer_tax_id=order.invoice_tax_id,
         )
-        await repository.insert_invoice(
+        await invoice_rows.insert_invoice(
             conn, order=order, colour="blue", original_invoice_id=None, document=document
         )
-        card = await repository.get_card(conn, order.iccid)
-        if card is not None and service.QUOTA_EXHAUSTED in card.block_reasons:
+        card = await card_rows.get_card(conn, order.iccid)
+        if card is not None and QUOTA_EXHAUSTED in card.block_reasons:
             # More data can only unblock: judge the card (and its pool) now, not at the sweep.
-            await service.evaluate_usage(conn, now=now, iccids=[order.iccid])
+            await usage.evaluate_usage(conn, now=now, calendar=calendar, iccids=[order.iccid])
         metrics.IOT_ORDERS.labels(order.kind, "paid").inc()
         return True
     if result.outcome is Outcome.FAILED:
-        await repository.update_order(
+        await order_rows.update_order(
             conn, order_id, state="failed", reason=f"payment {result.reason or 'failed'}"
         )
         if order.kind == "purchase":
-            card = await repository.get_card(conn, order.iccid, lock=True)
+            card = await card_rows.get_card(conn, order.iccid, lock=True)
             assert card is not None
             if card.state == State.SOLD and card.holder_id == order.buyer_id:
-                await service._transition(
+                await cards.transition(
                     conn,
                     card,
                     Command.RELEASE,
@@ -168,12 +179,13 @@ async def process_order(
     *,
     order_id: UUID,
     callback_url: str | None,
+    calendar: Calendar,
     ask_status: bool = False,
 ) -> None:
     """Charge an order's payment (or ask what became of it), record the answer, and issue
     the invoice once it is paid."""
     async with pool.connection() as conn:
-        order = await repository.get_order(conn, order_id)
+        order = await order_rows.get_order(conn, order_id)
     if order is None:
         return
     if order.state == "placed":
@@ -189,30 +201,30 @@ async def process_order(
         now = datetime.now(UTC)
 
         async def record(conn: Connection) -> None:
-            await settle_payment(conn, order_id=order_id, result=result, now=now)
+            await settle_payment(conn, order_id=order_id, result=result, now=now, calendar=calendar)
 
         await _in_transaction(pool, record)
-    await issue_invoices(pool, invoicer, order_id=order_id)
+    await issue_invoices(pool, invoicer, order_id=order_id, calendar=calendar)
 
 
 # --- refunds -----------------------------------------------------------------------------
 
 
 async def settle_refund(
-    conn: Connection, *, refund_id: UUID, result: GatewayResult, now: datetime
+    conn: Connection, *, refund_id: UUID, result: GatewayResult, now: datetime, calendar: Calendar
 ) -> None:
     """Record the refund's answer (at most once): the books reversed, the data withdrawn,
     the card released or terminated, and a red-letter invoice to issue."""
-    refund = await repository.get_refund(conn, refund_id=refund_id, lock=True)
+    refund = await order_rows.get_refund(conn, refund_id=refund_id, lock=True)
     if refund is None or refund.state != "pending":
         return
-    order = await repository.get_order(conn, refund.order_id, lock=True)
+    order = await order_rows.get_order(conn, refund.order_id, lock=True)
     assert order is not None
     if result.outcome is Outcome.FAILED:
-        await repository.update_refund(
+        await order_rows.update_refund(
             conn, refund_id, state="failed", settled_at=now, failure=result.reason or "refused"
         )
-        await repository.update_order(conn, order.order_id, state="paid")
+        await order_rows.update_order(conn, order.order_id, state="paid")
         log.error(
             "iot refund refused", extra={"refund_id": str(refund_id), "reason": result.reason}
         )
@@ -243,15 +255,15 @@ async def settle_refund(
         amount=order.wholesale_minor,
         memo=memo,
     )
-    await repository.update_refund(conn, refund_id, state="refunded", settled_at=now)
-    await repository.update_order(conn, order.order_id, state="refunded")
-    await repository.cancel_grant(conn, order.order_id)
-    card = await repository.get_card(conn, order.iccid, lock=True)
+    await order_rows.update_refund(conn, refund_id, state="refunded", settled_at=now)
+    await order_rows.update_order(conn, order.order_id, state="refunded")
+    await grants.cancel_grant(conn, order.order_id)
+    card = await card_rows.get_card(conn, order.iccid, lock=True)
     assert card is not None
     if order.kind == "purchase" and card.holder_id == order.buyer_id:
-        await service._give_back_slot(conn, card)
+        await verification.give_back_slot(conn, card)
         if card.state in (State.SOLD, State.PENDING_VERIFICATION):
-            await service._transition(
+            await cards.transition(
                 conn,
                 card,
                 Command.RELEASE,
@@ -263,7 +275,7 @@ async def settle_refund(
                 verification_id=None,
             )
         elif card.state != State.TERMINATED:
-            await service._transition(
+            await cards.transition(
                 conn,
                 card,
                 Command.TERMINATE,
@@ -272,11 +284,11 @@ async def settle_refund(
                 reason=f"order {order.order_id} refunded",
             )
     else:
-        await service.evaluate_usage(conn, now=now, iccids=[order.iccid])
-    blue = await repository.invoice_of(conn, order.order_id, "blue")
+        await usage.evaluate_usage(conn, now=now, calendar=calendar, iccids=[order.iccid])
+    blue = await invoice_rows.invoice_of(conn, order.order_id, "blue")
     assert blue is not None
     # The red-letter document is made from the blue one once that has its number.
-    await repository.insert_invoice(
+    await invoice_rows.insert_invoice(
         conn, order=order, colour="red", original_invoice_id=blue.invoice_id, document={}
     )
     metrics.IOT_ORDERS.labels(order.kind, "refunded").inc()
@@ -288,12 +300,13 @@ async def process_refund(
     invoicer: InvoiceGateway,
     *,
     refund_id: UUID,
+    calendar: Calendar,
     ask_status: bool = False,
 ) -> None:
     """Send a refund to the payment provider (or ask about it), record it, issue the red
     invoice."""
     async with pool.connection() as conn:
-        refund = await repository.get_refund(conn, refund_id=refund_id)
+        refund = await order_rows.get_refund(conn, refund_id=refund_id)
     if refund is None:
         return
     if refund.state == "pending":
@@ -312,26 +325,32 @@ async def process_refund(
         now = datetime.now(UTC)
 
         async def record(conn: Connection) -> None:
-            await settle_refund(conn, refund_id=refund_id, result=result, now=now)
+            await settle_refund(
+                conn, refund_id=refund_id, result=result, now=now, calendar=calendar
+            )
 
         await _in_transaction(pool, record)
-    await issue_invoices(pool, invoicer, order_id=refund.order_id)
+    await issue_invoices(pool, invoicer, order_id=refund.order_id, calendar=calendar)
 
 
 # --- invoices ----------------------------------------------------------------------------
 
 
 async def issue_invoices(
-    pool: AsyncConnectionPool[Connection], invoicer: InvoiceGateway, *, order_id: UUID
+    pool: AsyncConnectionPool[Connection],
+    invoicer: InvoiceGateway,
+    *,
+    order_id: UUID,
+    calendar: Calendar,
 ) -> None:
     """Have the order's pending invoices numbered by the tax authority: the blue one first,
     then a red-letter one that cancels it."""
     for colour in ("blue", "red"):
         async with pool.connection() as conn:
-            row = await repository.invoice_of(conn, order_id, colour)
+            row = await invoice_rows.invoice_of(conn, order_id, colour)
             original = None
             if row is not None and row.original_invoice_id is not None:
-                original = await repository.get_invoice(conn, row.original_invoice_id)
+                original = await invoice_rows.get_invoice(conn, row.original_invoice_id)
         if row is None or row.state == "issued":
             continue
         document = row.document
@@ -354,22 +373,22 @@ async def issue_invoices(
             return
         assert isinstance(number, str)
         issued_at = datetime.now(UTC)
-        issued_on = _issued_on(result.detail.get("issued_on"), issued_at)
+        issued_on = _issued_on(result.detail.get("issued_on"), calendar.day_of(issued_at))
         numbered = invoices.numbered(document, number=number, issued_on=issued_on)
         async with db.transaction(pool) as conn:
-            await repository.issue_invoice(
+            await invoice_rows.issue_invoice(
                 conn, row.invoice_id, number=number, issued_at=issued_at, document=numbered
             )
         metrics.IOT_INVOICES.labels(colour).inc()
 
 
-def _issued_on(value: object, fallback: datetime) -> date:
+def _issued_on(value: object, fallback: date) -> date:
     if isinstance(value, str):
         try:
             return date.fromisoformat(value)
         except ValueError:
             pass
-    return fallback.astimezone(service.ZONE).date()
+    return fallback
 
 
 # --- verification ------------------------------------------------------------------------
@@ -379,11 +398,11 @@ async def settle_verification(
     conn: Connection, *, verification_id: UUID, result: GatewayResult, now: datetime
 ) -> None:
     """Record the identity-check provider's answer (at most once)."""
-    row = await repository.get_verification(conn, verification_id, lock=True)
+    row = await verification_rows.get_verification(conn, verification_id, lock=True)
     if row is None or row.state != "pending":
         return
     if result.outcome is Outcome.CONFIRMED:
-        await repository.update_verification(
+        await verification_rows.update_verification(
             conn, verification_id, state="verified", settled_at=now
         )
         metrics.IOT_VERIFICATIONS.labels("verified").inc()
@@ -391,14 +410,14 @@ async def settle_verification(
     if result.outcome is not Outcome.FAILED:
         return
     reason = result.reason or "rejected"
-    await repository.update_verification(
+    await verification_rows.update_verification(
         conn, verification_id, state="rejected", reason=reason, settled_at=now
     )
-    card = await repository.get_card(conn, row.iccid, lock=True)
+    card = await card_rows.get_card(conn, row.iccid, lock=True)
     assert card is not None
-    await service._give_back_slot(conn, card)
+    await verification.give_back_slot(conn, card)
     if card.state == State.PENDING_VERIFICATION and card.verification_id == verification_id:
-        await service._transition(
+        await cards.transition(
             conn, card, Command.REJECT_VERIFICATION, actor=Actor.SYSTEM, now=now, reason=reason
         )
     metrics.IOT_VERIFICATIONS.labels("rejected").inc()
@@ -456,6 +475,7 @@ async def reconcile(
     identity: IdentityGateway,
     now: datetime,
     grace: timedelta,
+    calendar: Calendar,
     limit: int = 500,
 ) -> ReconcileReport:
     """Settle payments, refunds, invoices and verifications left open for longer than
@@ -466,17 +486,25 @@ async def reconcile(
         )
         invoice_orders = []
         for invoice_id in invoice_ids:
-            row = await repository.get_invoice(conn, invoice_id)
+            row = await invoice_rows.get_invoice(conn, invoice_id)
             if row is not None:
                 invoice_orders.append(row.order_id)
     for order_id in order_ids:
         await process_order(
-            pool, payments, invoicer, order_id=order_id, callback_url=None, ask_status=True
+            pool,
+            payments,
+            invoicer,
+            order_id=order_id,
+            callback_url=None,
+            calendar=calendar,
+            ask_status=True,
         )
     for refund_id in refund_ids:
-        await process_refund(pool, payments, invoicer, refund_id=refund_id, ask_status=True)
+        await process_refund(
+            pool, payments, invoicer, refund_id=refund_id, calendar=calendar, ask_status=True
+        )
     for order_id in dict.fromkeys(invoice_orders):
-        await issue_invoices(pool, invoicer, order_id=order_id)
+        await issue_invoices(pool, invoicer, order_id=order_id, calendar=calendar)
     for verification_id in verification_ids:
         await _ask_verification(pool, identity, verification_id)
     return ReconcileReport(

@@ -139,6 +139,7 @@ class Store:
         pooled: bool = False,
     ) -> Store:
         self.merchant_id, key = await make_tenant(self.settings, role=Role.MERCHANT)
+        self.merchant_key = key
         self.merchant = bearer(key)
         profile = await self.http.put(
             "/v1/merchant/iot/profile",

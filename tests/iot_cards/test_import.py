@@ -27,8 +27,8 @@ async def test_a_good_batch_is_imported_and_assigned_in_a_block(
     assert assigned.status_code == 200, assigned.text
     assert assigned.json()["cards"] == 3
     mine = await http.get("/v1/merchant/iot/cards", headers=bearer(key))
-    assert [c["iccid"] for c in mine.json()] == [c[0] for c in cards[1:4]]
-    assert {c["state"] for c in mine.json()} == {"inventory"}
+    assert [c["iccid"] for c in mine.json()["items"]] == [c[0] for c in cards[1:4]]
+    assert {c["state"] for c in mine.json()["items"]} == {"inventory"}
     # An overlapping block is refused whole.
     other_id, _ = await make_tenant(settings, role=Role.MERCHANT)
     overlap = {"merchant_id": other_id, "first_iccid": cards[0][0], "last_iccid": cards[4][0]}

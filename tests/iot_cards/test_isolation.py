@@ -18,9 +18,11 @@ async def test_merchants_see_only_their_own(
     b = await Store(http, settings, operator_key).open(cards=1)
     buyer_id, holder = await buyer(settings)
     iccid, _ = await active_card(http, b, holder)
-    order_id = (await http.get("/v1/merchant/iot/orders", headers=b.merchant)).json()[0]["order_id"]
+    order_id = (await http.get("/v1/merchant/iot/orders", headers=b.merchant)).json()["items"][0][
+        "order_id"
+    ]
     for _ in range(100):
-        invoices = (await http.get("/v1/merchant/iot/invoices", headers=b.merchant)).json()
+        invoices = (await http.get("/v1/merchant/iot/invoices", headers=b.merchant)).json()["items"]
         if invoices:
             break
         await asyncio.sleep(0.05)
@@ -44,12 +46,12 @@ async def test_merchants_see_only_their_own(
     ):
         answer = await http.post(path, json=body, headers=idem(a.merchant))
         assert answer.status_code == 404, (path, answer.text)
-    assert (await http.get("/v1/merchant/iot/cards", headers=a.merchant)).json()[0][
+    assert (await http.get("/v1/merchant/iot/cards", headers=a.merchant)).json()["items"][0][
         "iccid"
     ] != iccid
-    assert (await http.get("/v1/merchant/iot/orders", headers=a.merchant)).json() == []
-    assert (await http.get("/v1/merchant/iot/buyers", headers=a.merchant)).json() == []
-    assert (await http.get("/v1/merchant/iot/invoices", headers=a.merchant)).json() == []
+    assert (await http.get("/v1/merchant/iot/orders", headers=a.merchant)).json()["items"] == []
+    assert (await http.get("/v1/merchant/iot/buyers", headers=a.merchant)).json()["items"] == []
+    assert (await http.get("/v1/merchant/iot/invoices", headers=a.merchant)).json()["items"] == []
     # B sees them all.
     assert (await http.get(f"/v1/merchant/iot/cards/{iccid}", headers=b.merchant)).is_success
     assert (await http.get(f"/v1/merchant/iot/buyers/{buyer_id}", headers=b.merchant)).is_success
@@ -68,7 +70,7 @@ async def test_holders_see_only_their_own(
         f"/v1/iot/cards/{iccid}/verification",
     ):
         assert_problem(await http.get(path, headers=stranger), 404, "card-not-found")
-    assert (await http.get("/v1/iot/cards", headers=stranger)).json() == []
+    assert (await http.get("/v1/iot/cards", headers=stranger)).json()["items"] == []
     answer = await http.post(
         f"/v1/iot/cards/{iccid}/commands", json={"command": "suspend"}, headers=idem(stranger)
     )

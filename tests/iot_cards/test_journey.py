@@ -5,14 +5,14 @@ invoices, the books and the merchant's statement."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import psycopg
 
+from flowbill.periods import Calendar, format_period
 from flowbill.settings import Settings
-from iot_cards import service
 from tests.iot_cards.factories import (
     MB,
     TAX_ID,
@@ -169,7 +169,7 @@ async def test_from_import_to_recharge(
     assert totals == [500, 3000]
 
     # The month's statement.
-    month = datetime.now(service.ZONE).strftime("%Y-%m")
+    month = format_period(Calendar.from_settings(settings).period_of(datetime.now(UTC)))
     statement = await http.get(f"/v1/merchant/iot/statements/{month}", headers=store.merchant)
     assert statement.status_code == 200, statement.text
     assert statement.json()["totals"] == {
@@ -179,7 +179,7 @@ async def test_from_import_to_recharge(
         "wholesale_minor": 1300,
         "revenue_minor": 2200,
     }
-    buyers = (await http.get("/v1/merchant/iot/buyers", headers=store.merchant)).json()
+    buyers = (await http.get("/v1/merchant/iot/buyers", headers=store.merchant)).json()["items"]
     assert buyers == [
         {
             "buyer_id": holder_id,
@@ -197,7 +197,7 @@ async def poll_invoices(
     for _ in range(200):
         found: list[dict[str, Any]] = (
             await http.get("/v1/merchant/iot/invoices", headers=headers)
-        ).json()
+        ).json()["items"]
         if len(found) >= count and all(i["state"] == "issued" for i in found):
             return found
         await asyncio.sleep(0.05)
@@ -223,4 +223,6 @@ async def test_an_order_repeated_with_its_key_is_one_order(
     assert other.status_code == 409
     shop = (await http.get(f"/v1/iot/stores/{store.merchant_id}", headers=holder)).json()
     assert shop["cards_in_stock"] == 1
-    assert (await http.get("/v1/merchant/iot/orders", headers=store.merchant)).json()[0]["buyer_id"]
+    assert (await http.get("/v1/merchant/iot/orders", headers=store.merchant)).json()["items"][0][
+        "buyer_id"
+    ]

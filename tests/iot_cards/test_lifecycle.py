@@ -12,7 +12,7 @@ import httpx
 
 from flowbill import db
 from flowbill.settings import Settings
-from iot_cards import service
+from iot_cards.service import cards, usage
 from tests.conftest import assert_problem
 from tests.iot_cards.factories import (
     MB,
@@ -154,10 +154,10 @@ async def test_another_device_blocks_the_card_until_it_is_back(
     assert (moved.json()["state"], moved.json()["block_reasons"]) == ("blocked", ["imei_mismatch"])
     conn = await db.connect(settings, application_name="flowbill-test")
     try:
-        assert await service.blocked_cards(conn, [iccid, "89860000000000000000"]) == {
+        assert await cards.blocked_cards(conn, [iccid, "89860000000000000000"]) == {
             iccid: "imei_mismatch"
         }
-        changed = await service.cards_changed_since(conn, since=datetime.now(UTC) - timedelta(1))
+        changed = await cards.cards_changed_since(conn, since=datetime.now(UTC) - timedelta(1))
         assert iccid in changed
     finally:
         await conn.close()
@@ -187,12 +187,16 @@ async def test_a_used_up_quota_blocks_and_a_recharge_unblocks(
     await http.post("/v1/merchant/iot/thresholds", json={"mb": 5}, headers=store.merchant)
     await use_data(settings, iccid, mb=6)
     await sweep(http, operator_key)
-    alerts = (await http.get("/v1/merchant/iot/usage-alerts", headers=store.merchant)).json()
+    alerts = (await http.get("/v1/merchant/iot/usage-alerts", headers=store.merchant)).json()[
+        "items"
+    ]
     assert [(a["bytes"], a["percent"]) for a in alerts] == [(5 * MB, None)]
     await use_data(settings, iccid, mb=4)
     await sweep(http, operator_key)
     await sweep(http, operator_key)
-    alerts = (await http.get("/v1/merchant/iot/usage-alerts", headers=store.merchant)).json()
+    alerts = (await http.get("/v1/merchant/iot/usage-alerts", headers=store.merchant)).json()[
+        "items"
+    ]
     # Each threshold once per month, however often the sweep runs.
     assert sorted((a["percent"] or 0) for a in alerts) == [0, 80]
     assert alerts[0]["iccids"] == [iccid]
@@ -203,15 +207,15 @@ async def test_a_used_up_quota_blocks_and_a_recharge_unblocks(
     conn = await db.connect(settings, application_name="flowbill-test")
     try:
         async with conn.transaction():
-            pending = await service.pending_usage_alerts(conn, merchant_id=store_id(store))
+            pending = await usage.pending_usage_alerts(conn, merchant_id=store_id(store))
             assert len(pending) == 2
             assert pending[0].event_type == "card.usage_threshold_reached"
-            marked = await service.mark_usage_alerts_delivered(
+            marked = await usage.mark_usage_alerts_delivered(
                 conn, [a.alert_id for a in pending], now=datetime.now(UTC)
             )
             assert marked == 2
-        assert await service.pending_usage_alerts(conn, merchant_id=store_id(store)) == []
-        assert await service.blocked_cards(conn, [iccid]) == {iccid: "quota_exhausted"}
+        assert await usage.pending_usage_alerts(conn, merchant_id=store_id(store)) == []
+        assert await cards.blocked_cards(conn, [iccid]) == {iccid: "quota_exhausted"}
     finally:
         await conn.close()
 

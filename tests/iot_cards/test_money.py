@@ -4,15 +4,15 @@ red-letter invoices that net to zero, the books, and the last card under concurr
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import psycopg
 
 from flowbill import db
+from flowbill.periods import Calendar, format_period
 from flowbill.settings import Settings
-from iot_cards import service
 from tests.conftest import assert_problem, bearer
 from tests.iot_cards.factories import (
     Store,
@@ -130,7 +130,7 @@ async def test_a_refund_reverses_the_books_and_a_red_invoice_cancels_the_blue(
     )
     buyer_id, holder = await buyer(settings)
     iccid, _ = await active_card(http, store, holder)
-    order_id = (await http.get("/v1/iot/orders", headers=holder)).json()[0]["order_id"]
+    order_id = (await http.get("/v1/iot/orders", headers=holder)).json()["items"][0]["order_id"]
     await poll_invoice_count(http, store.merchant, 1)
     bad_state = await http.post(
         f"/v1/merchant/iot/orders/{order_id}/refunds",
@@ -195,7 +195,7 @@ async def test_a_refund_reverses_the_books_and_a_red_invoice_cancels_the_blue(
     assert net == {"merchant_payments": 0, "platform_revenue": 0, "user_payments": 0}
     captured = (await simulator_ledger(gateway_url))["payments"][order_id]  # type: ignore[index]
     assert captured == {"captured_minor": 3000, "refunded_minor": 3000}
-    month = datetime.now(service.ZONE).strftime("%Y-%m")
+    month = format_period(Calendar.from_settings(settings).period_of(datetime.now(UTC)))
     statement = (
         await http.get(f"/v1/merchant/iot/statements/{month}", headers=store.merchant)
     ).json()
@@ -214,7 +214,7 @@ async def poll_invoice_count(
 ) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for _ in range(200):
-        found = (await http.get("/v1/merchant/iot/invoices", headers=headers)).json()
+        found = (await http.get("/v1/merchant/iot/invoices", headers=headers)).json()["items"]
         if len(found) >= count and all(i["state"] == "issued" for i in found):
             return found
         await asyncio.sleep(0.05)
@@ -275,7 +275,7 @@ async def test_an_invoice_the_authority_could_not_issue_is_issued_later(
     _, holder = await buyer(settings)
     await behave_iot(iot_gateway_url, fail_rate=1.0)
     await paid_card(http, store, holder)
-    invoices = (await http.get("/v1/iot/invoices", headers=holder)).json()
+    invoices = (await http.get("/v1/iot/invoices", headers=holder)).json()["items"]
     assert [i["state"] for i in invoices] == ["pending"]
     pending_pdf = await http.get(
         f"/v1/iot/invoices/{invoices[0]['invoice_id']}/pdf", headers=holder
@@ -285,6 +285,6 @@ async def test_an_invoice_the_authority_could_not_issue_is_issued_later(
     await asyncio.sleep(1.2)
     report = await http.post("/v1/operator/iot/reconciliations", headers=bearer(operator_key))
     assert report.json()["invoices"] >= 1
-    invoices = (await http.get("/v1/iot/invoices", headers=holder)).json()
+    invoices = (await http.get("/v1/iot/invoices", headers=holder)).json()["items"]
     assert invoices[0]["state"] == "issued"
     assert len(invoices[0]["number"]) == 20

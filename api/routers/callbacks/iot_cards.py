@@ -21,6 +21,7 @@ from api.deps import (
     after_response,
 )
 from flowbill.errors import InvalidInput, Unauthenticated
+from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from iot_cards import settlement
 from wallet.gateways import SIGNATURE_HEADER, interpret, verify_callback
@@ -58,12 +59,13 @@ async def payment_callback(
     """The payment gateway reports how an IoT order's payment ended (signed)."""
     body, order_id = await _verified_payload(request, settings)
     result = interpret(200, body, reference_key="payment_ref", status_query=True)
+    calendar = Calendar.from_settings(settings)
     if await settlement.settle_payment(
-        conn, order_id=order_id, result=result, now=datetime.now(UTC)
+        conn, order_id=order_id, result=result, now=datetime.now(UTC), calendar=calendar
     ):
         background.add_task(
             after_response,
-            settlement.issue_invoices(pool, iot_gateways, order_id=order_id),
+            settlement.issue_invoices(pool, iot_gateways, order_id=order_id, calendar=calendar),
             what="iot invoice",
         )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Path, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Path, Response, status
 from psycopg_pool import AsyncConnectionPool
 
 from api.deps import (
@@ -24,9 +24,12 @@ from api.deps import (
     iot_callback_url,
     ledger_key,
 )
+from api.params import Cursor, Limit
 from flowbill.db import Connection
+from flowbill.paging import DEFAULT_LIMIT, Page
+from flowbill.periods import Calendar
 from flowbill.settings import Settings
-from iot_cards import service, settlement
+from iot_cards import settlement
 from iot_cards.gateways import HttpIotGateways
 from iot_cards.lifecycle import Actor
 from iot_cards.schemas import (
@@ -43,12 +46,21 @@ from iot_cards.schemas import (
     VerificationPublic,
     VerificationRequest,
 )
+from iot_cards.service import (
+    cards,
+    commands,
+    devices,
+    merchants,
+    orders,
+    statements,
+    usage,
+    verification,
+)
 from wallet.gateways import HttpGateways
 
 router = APIRouter(prefix="/v1/iot", tags=["iot cards: holders"])
 
 Iccid = Annotated[str, Path(pattern=r"^[0-9]{19,20}$", description="The card's ICCID.")]
-Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 def _pay_after_response(
@@ -66,6 +78,7 @@ def _pay_after_response(
         iot_gateways,
         order_id=order.order_id,
         callback_url=iot_callback_url(settings, PAYMENTS_PATH),
+        calendar=Calendar.from_settings(settings),
     )
     background.add_task(after_response, work, what="iot order")
 
@@ -73,7 +86,7 @@ def _pay_after_response(
 @router.get("/stores/{merchant_id}")
 async def store(conn: ConnDep, _: DriverCaller, merchant_id: UUID) -> StorePublic:
     """A merchant's store: its plans at retail price and how many cards it has in stock."""
-    return await service.store(conn, merchant_id=merchant_id)
+    return await merchants.store(conn, merchant_id=merchant_id)
 
 
 @router.post("/orders", status_code=status.HTTP_202_ACCEPTED)
@@ -90,7 +103,7 @@ async def buy(
 ) -> OrderPublic:
     """Buy a card with a monthly plan from a merchant's store. The card is yours at once;
     the payment is taken next (poll the order until it is `paid` or `failed`)."""
-    order, new = await service.purchase(
+    order, new = await orders.purchase(
         conn,
         buyer_id=caller.tenant_id,
         key=ledger_key(caller, "iot-order", key),
@@ -103,31 +116,31 @@ async def buy(
 
 
 @router.get("/orders")
-async def my_orders(conn: ConnDep, caller: DriverCaller, limit: Limit = 100) -> list[OrderPublic]:
+async def my_orders(
+    conn: ConnDep, caller: DriverCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[OrderPublic]:
     """Your orders, newest first."""
-    rows = await service.orders(conn, buyer_id=caller.tenant_id, limit=limit)
-    return [
-        await service.buyer_order(conn, order_id=r.order_id, buyer_id=caller.tenant_id)
-        for r in rows
-    ]
+    return await orders.buyer_orders(conn, buyer_id=caller.tenant_id, cursor=cursor, limit=limit)
 
 
 @router.get("/orders/{order_id}")
 async def my_order(conn: ConnDep, caller: DriverCaller, order_id: UUID) -> OrderPublic:
     """One of your orders."""
-    return await service.buyer_order(conn, order_id=order_id, buyer_id=caller.tenant_id)
+    return await orders.buyer_order(conn, order_id=order_id, buyer_id=caller.tenant_id)
 
 
 @router.get("/cards")
-async def my_cards(conn: ConnDep, caller: DriverCaller, limit: Limit = 100) -> list[CardPublic]:
-    """Your cards."""
-    return await service.list_cards(conn, holder_id=caller.tenant_id, limit=limit)
+async def my_cards(
+    conn: ConnDep, caller: DriverCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[CardPublic]:
+    """Your cards in ICCID order."""
+    return await cards.list_cards(conn, holder_id=caller.tenant_id, cursor=cursor, limit=limit)
 
 
 @router.get("/cards/{iccid}")
 async def my_card(conn: ConnDep, caller: DriverCaller, iccid: Iccid) -> CardDetail:
     """A card: its state, history, verification and the commands you may give it."""
-    return await service.card_detail(conn, iccid=iccid, holder_id=caller.tenant_id)
+    return await cards.card_detail(conn, iccid=iccid, holder_id=caller.tenant_id)
 
 
 @router.post("/cards/{iccid}/verification", status_code=status.HTTP_202_ACCEPTED)
@@ -146,7 +159,7 @@ async def verify(
     resident ID number and phone. The answer comes shortly: poll the verification. Only
     masked forms are kept; the ID number is kept as a keyed hash. One ID number may hold
     at most 10 cards across all merchants."""
-    verification, request = await service.submit_verification(
+    submitted, request = await verification.submit_verification(
         conn,
         iccid=iccid,
         holder_id=caller.tenant_id,
@@ -154,6 +167,7 @@ async def verify(
         body=body,
         hash_key=settings.iot_id_hash_key.get_secret_value().encode(),
         now=datetime.now(UTC),
+        calendar=Calendar.from_settings(settings),
     )
     if request is not None:
         background.add_task(
@@ -163,21 +177,28 @@ async def verify(
             ),
             what="identity check",
         )
-    return verification
+    return submitted
 
 
 @router.get("/cards/{iccid}/verification")
-async def verification(conn: ConnDep, caller: DriverCaller, iccid: Iccid) -> VerificationPublic:
+async def verification_state(
+    conn: ConnDep, caller: DriverCaller, iccid: Iccid
+) -> VerificationPublic:
     """Where your card's latest verification stands."""
-    return await service.verification_of(conn, iccid=iccid, holder_id=caller.tenant_id)
+    return await verification.verification_of(conn, iccid=iccid, holder_id=caller.tenant_id)
 
 
 @router.post("/cards/{iccid}/activation")
 async def activate(
-    conn: ConnDep, caller: DriverCaller, key: IdempotencyKey, iccid: Iccid, body: ImeiBody
+    conn: ConnDep,
+    caller: DriverCaller,
+    key: IdempotencyKey,
+    iccid: Iccid,
+    body: ImeiBody,
+    settings: SettingsDep,
 ) -> CardDetail:
     """Activate your verified card in its device; the card is bound to this IMEI."""
-    return await service.activate(
+    return await devices.activate(
         conn,
         iccid=iccid,
         actor=Actor.HOLDER,
@@ -185,6 +206,7 @@ async def activate(
         key=ledger_key(caller, "iot-card", key),
         imei=body.imei,
         now=datetime.now(UTC),
+        calendar=Calendar.from_settings(settings),
     )
 
 
@@ -194,7 +216,7 @@ async def command(
 ) -> CardDetail:
     """Suspend or resume your card (now, at an earlier time, or scheduled). A card the
     merchant suspended is resumed by the merchant only."""
-    return await service.command(
+    return await commands.command(
         conn,
         iccid=iccid,
         actor=Actor.HOLDER,
@@ -211,7 +233,7 @@ async def device_report(
 ) -> CardDetail:
     """Report the IMEI of the device the card is in now (the device platform calls this at
     every attach): another device than the bound one blocks the card until it is back."""
-    return await service.report_imei(
+    return await devices.report_imei(
         conn,
         iccid=iccid,
         actor=Actor.HOLDER,
@@ -236,7 +258,7 @@ async def recharge(
 ) -> OrderPublic:
     """Recharge your card: a monthly plan renews it after its current term, a top-up adds
     data to this month. A card blocked for lack of data unblocks once paid."""
-    order, new = await service.recharge(
+    order, new = await orders.recharge(
         conn,
         buyer_id=caller.tenant_id,
         iccid=iccid,
@@ -250,26 +272,33 @@ async def recharge(
 
 
 @router.get("/cards/{iccid}/usage")
-async def usage(conn: ConnDep, caller: DriverCaller, iccid: Iccid) -> UsagePublic:
+async def card_usage(
+    conn: ConnDep, caller: DriverCaller, iccid: Iccid, settings: SettingsDep
+) -> UsagePublic:
     """Your card's data use this month against its plan, per app, from the metered data."""
-    return await service.card_usage(
-        conn, iccid=iccid, holder_id=caller.tenant_id, now=datetime.now(UTC)
+    return await usage.card_usage(
+        conn,
+        iccid=iccid,
+        holder_id=caller.tenant_id,
+        now=datetime.now(UTC),
+        calendar=Calendar.from_settings(settings),
     )
 
 
 @router.get("/invoices")
 async def my_invoices(
-    conn: ConnDep, caller: DriverCaller, limit: Limit = 100
-) -> list[InvoicePublic]:
+    conn: ConnDep, caller: DriverCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[InvoicePublic]:
     """Your electronic invoices, newest first."""
-    return await service.list_invoices(conn, buyer_id=caller.tenant_id, limit=limit)
+    return await statements.list_invoices(
+        conn, buyer_id=caller.tenant_id, cursor=cursor, limit=limit
+    )
 
 
 @router.get("/invoices/{invoice_id}")
 async def my_invoice(conn: ConnDep, caller: DriverCaller, invoice_id: UUID) -> InvoicePublic:
     """An invoice as JSON."""
-    row = await service.get_invoice(conn, invoice_id=invoice_id, buyer_id=caller.tenant_id)
-    return service.invoice_public(row)
+    return await statements.get_invoice(conn, invoice_id=invoice_id, buyer_id=caller.tenant_id)
 
 
 @router.get(
@@ -279,5 +308,5 @@ async def my_invoice(conn: ConnDep, caller: DriverCaller, invoice_id: UUID) -> I
 )
 async def my_invoice_pdf(conn: ConnDep, caller: DriverCaller, invoice_id: UUID) -> Response:
     """An invoice as a PDF."""
-    pdf = await service.invoice_pdf(conn, invoice_id=invoice_id, buyer_id=caller.tenant_id)
+    pdf = await statements.invoice_pdf(conn, invoice_id=invoice_id, buyer_id=caller.tenant_id)
     return Response(pdf, media_type="application/pdf")

@@ -17,11 +17,14 @@ from api.deps import (
     IotGatewaysDep,
     MerchantCaller,
     PoolDep,
+    SettingsDep,
     ledger_key,
 )
 from api.deps import after_response as after
-from flowbill.periods import parse_period
-from iot_cards import service, settlement
+from api.params import Cursor, Limit
+from flowbill.paging import DEFAULT_LIMIT, Page
+from flowbill.periods import Calendar, parse_period
+from iot_cards import settlement
 from iot_cards.lifecycle import Actor, State
 from iot_cards.schemas import (
     BuyerPublic,
@@ -43,29 +46,44 @@ from iot_cards.schemas import (
     UsagePublic,
     WholesalePlanPublic,
 )
+from iot_cards.service import (
+    cards,
+    commands,
+    devices,
+    inventory,
+    merchants,
+    orders,
+    statements,
+    usage,
+)
 
 router = APIRouter(prefix="/v1/merchant/iot", tags=["iot cards: merchants"])
 
 Iccid = Annotated[str, Path(pattern=r"^[0-9]{19,20}$", description="The card's ICCID.")]
-Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 @router.put("/profile")
 async def set_profile(conn: ConnDep, caller: MerchantCaller, body: SellerProfile) -> SellerProfile:
     """Your seller name and tax id (unified social credit code), printed on invoices."""
-    return await service.set_profile(conn, merchant_id=caller.tenant_id, body=body)
+    return await merchants.set_profile(conn, merchant_id=caller.tenant_id, body=body)
 
 
 @router.get("/wholesale-plans")
-async def wholesale_plans(conn: ConnDep, _: MerchantCaller) -> list[WholesalePlanPublic]:
-    """The platform's plans you may sell, at their wholesale price."""
-    return [p for p in await service.list_plans(conn) if p.active]
+async def wholesale_plans(
+    conn: ConnDep, _: MerchantCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[WholesalePlanPublic]:
+    """The platform's plans you may sell, at their wholesale price, oldest first."""
+    return await inventory.list_plans(conn, active=True, cursor=cursor, limit=limit)
 
 
 @router.get("/plans")
-async def plans(conn: ConnDep, caller: MerchantCaller) -> list[MerchantPlanPublic]:
-    """Your plans with retail price, wholesale price and margin."""
-    return await service.merchant_plans(conn, merchant_id=caller.tenant_id)
+async def plans(
+    conn: ConnDep, caller: MerchantCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[MerchantPlanPublic]:
+    """Your plans with retail price, wholesale price and margin, oldest plan first."""
+    return await merchants.merchant_plans(
+        conn, merchant_id=caller.tenant_id, cursor=cursor, limit=limit
+    )
 
 
 @router.put("/plans/{plan_id}")
@@ -74,27 +92,27 @@ async def set_price(
 ) -> MerchantPlanPublic:
     """Sell a plan at your retail price (never below wholesale); a pooled plan shares its
     data across all your cards on it."""
-    return await service.set_price(conn, merchant_id=caller.tenant_id, plan_id=plan_id, body=body)
+    return await merchants.set_price(conn, merchant_id=caller.tenant_id, plan_id=plan_id, body=body)
 
 
 @router.get("/cards")
-async def cards(
+async def card_list(
     conn: ConnDep,
     caller: MerchantCaller,
     state: State | None = None,
-    after_iccid: Annotated[str | None, Query(alias="after", pattern=r"^[0-9]{19,20}$")] = None,
-    limit: Limit = 100,
-) -> list[CardPublic]:
-    """Your cards in ICCID order (page with `after`), optionally in one state."""
-    return await service.list_cards(
-        conn, merchant_id=caller.tenant_id, state=state, after=after_iccid, limit=limit
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[CardPublic]:
+    """Your cards in ICCID order, optionally in one state."""
+    return await cards.list_cards(
+        conn, merchant_id=caller.tenant_id, state=state, cursor=cursor, limit=limit
     )
 
 
 @router.get("/cards/{iccid}")
 async def card(conn: ConnDep, caller: MerchantCaller, iccid: Iccid) -> CardDetail:
     """A card with its history and the commands you may give it."""
-    return await service.card_detail(conn, iccid=iccid, merchant_id=caller.tenant_id)
+    return await cards.card_detail(conn, iccid=iccid, merchant_id=caller.tenant_id)
 
 
 @router.post("/cards/{iccid}/commands")
@@ -102,7 +120,7 @@ async def command(
     conn: ConnDep, caller: MerchantCaller, key: IdempotencyKey, iccid: Iccid, body: CardCommand
 ) -> CardDetail:
     """Suspend, resume or terminate a card: now, at an earlier time, or scheduled."""
-    return await service.command(
+    return await commands.command(
         conn,
         iccid=iccid,
         actor=Actor.MERCHANT,
@@ -115,10 +133,15 @@ async def command(
 
 @router.post("/cards/{iccid}/activation")
 async def activate(
-    conn: ConnDep, caller: MerchantCaller, key: IdempotencyKey, iccid: Iccid, body: ImeiBody
+    conn: ConnDep,
+    caller: MerchantCaller,
+    key: IdempotencyKey,
+    iccid: Iccid,
+    body: ImeiBody,
+    settings: SettingsDep,
 ) -> CardDetail:
     """Activate a verified card for its holder, binding it to the device's IMEI."""
-    return await service.activate(
+    return await devices.activate(
         conn,
         iccid=iccid,
         actor=Actor.MERCHANT,
@@ -126,6 +149,7 @@ async def activate(
         key=ledger_key(caller, "iot-card", key),
         imei=body.imei,
         now=datetime.now(UTC),
+        calendar=Calendar.from_settings(settings),
     )
 
 
@@ -134,7 +158,7 @@ async def device_report(
     conn: ConnDep, caller: MerchantCaller, iccid: Iccid, body: ImeiBody
 ) -> CardDetail:
     """Your device platform reports the IMEI the card is in now (another one blocks it)."""
-    return await service.report_imei(
+    return await devices.report_imei(
         conn,
         iccid=iccid,
         actor=Actor.MERCHANT,
@@ -145,28 +169,33 @@ async def device_report(
 
 
 @router.get("/cards/{iccid}/usage")
-async def usage(conn: ConnDep, caller: MerchantCaller, iccid: Iccid) -> UsagePublic:
+async def card_usage(
+    conn: ConnDep, caller: MerchantCaller, iccid: Iccid, settings: SettingsDep
+) -> UsagePublic:
     """A card's data use this month against its plan (and its pool's), per app."""
-    return await service.card_usage(
-        conn, iccid=iccid, merchant_id=caller.tenant_id, now=datetime.now(UTC)
+    return await usage.card_usage(
+        conn,
+        iccid=iccid,
+        merchant_id=caller.tenant_id,
+        now=datetime.now(UTC),
+        calendar=Calendar.from_settings(settings),
     )
 
 
 @router.get("/orders")
-async def orders(
-    conn: ConnDep, caller: MerchantCaller, limit: Limit = 100
-) -> list[MerchantOrderPublic]:
+async def order_list(
+    conn: ConnDep, caller: MerchantCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[MerchantOrderPublic]:
     """Your orders, newest first, with wholesale price and your revenue."""
-    rows = await service.orders(conn, merchant_id=caller.tenant_id, limit=limit)
-    return [service.merchant_order_public(r) for r in rows]
+    return await orders.merchant_orders(
+        conn, merchant_id=caller.tenant_id, cursor=cursor, limit=limit
+    )
 
 
 @router.get("/orders/{order_id}")
 async def order(conn: ConnDep, caller: MerchantCaller, order_id: UUID) -> MerchantOrderPublic:
     """One of your orders."""
-    return service.merchant_order_public(
-        await service.get_order(conn, order_id=order_id, merchant_id=caller.tenant_id)
-    )
+    return await orders.merchant_order(conn, order_id=order_id, merchant_id=caller.tenant_id)
 
 
 @router.post("/orders/{order_id}/refunds", status_code=status.HTTP_202_ACCEPTED)
@@ -179,11 +208,12 @@ async def refund(
     pool: PoolDep,
     gateways: GatewaysDep,
     iot_gateways: IotGatewaysDep,
+    settings: SettingsDep,
     background: BackgroundTasks,
 ) -> RefundPublic:
     """Refund a paid order whole: money back to the buyer, your revenue and the wholesale
     reversed, the data withdrawn, and a red-letter invoice issued."""
-    row, new = await service.request_refund(
+    refund, new = await orders.request_refund(
         conn,
         merchant_id=caller.tenant_id,
         order_id=order_id,
@@ -193,28 +223,36 @@ async def refund(
     if new:
         background.add_task(
             after,
-            settlement.process_refund(pool, gateways, iot_gateways, refund_id=row.refund_id),
+            settlement.process_refund(
+                pool,
+                gateways,
+                iot_gateways,
+                refund_id=refund.refund_id,
+                calendar=Calendar.from_settings(settings),
+            ),
             what="iot refund",
         )
-    return service.refund_public(row)
+    return refund
 
 
 @router.get("/orders/{order_id}/refund")
 async def refund_state(conn: ConnDep, caller: MerchantCaller, order_id: UUID) -> RefundPublic:
     """Where an order's refund stands."""
-    return await service.refund_of(conn, merchant_id=caller.tenant_id, order_id=order_id)
+    return await orders.refund_of(conn, merchant_id=caller.tenant_id, order_id=order_id)
 
 
 @router.get("/buyers")
-async def buyers(conn: ConnDep, caller: MerchantCaller) -> list[BuyerPublic]:
-    """The people who bought from you, with masked names."""
-    return await service.buyers(conn, merchant_id=caller.tenant_id)
+async def buyers(
+    conn: ConnDep, caller: MerchantCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[BuyerPublic]:
+    """The people who bought from you, with masked names, by their first order."""
+    return await statements.buyers(conn, merchant_id=caller.tenant_id, cursor=cursor, limit=limit)
 
 
 @router.get("/buyers/{buyer_id}")
 async def buyer(conn: ConnDep, caller: MerchantCaller, buyer_id: UUID) -> BuyerPublic:
     """One of your buyers."""
-    return (await service.buyers(conn, merchant_id=caller.tenant_id, buyer_id=buyer_id))[0]
+    return await statements.buyer(conn, merchant_id=caller.tenant_id, buyer_id=buyer_id)
 
 
 @router.get("/statements/{month}")
@@ -222,27 +260,34 @@ async def statement(
     conn: ConnDep,
     caller: MerchantCaller,
     month: Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")],
+    settings: SettingsDep,
     currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")] = "CNY",
 ) -> StatementPublic:
-    """A month's sales and refunds (Asia/Shanghai) with your revenue: retail − wholesale."""
-    return await service.statement(
-        conn, merchant_id=caller.tenant_id, month=parse_period(month), currency=currency
+    """A month's sales and refunds (in the billing time zone) with your revenue: retail −
+    wholesale."""
+    return await statements.statement(
+        conn,
+        merchant_id=caller.tenant_id,
+        month=parse_period(month),
+        calendar=Calendar.from_settings(settings),
+        currency=currency,
     )
 
 
 @router.get("/invoices")
 async def invoice_list(
-    conn: ConnDep, caller: MerchantCaller, limit: Limit = 100
-) -> list[InvoicePublic]:
+    conn: ConnDep, caller: MerchantCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[InvoicePublic]:
     """Invoices of your sales and refunds, newest first."""
-    return await service.list_invoices(conn, merchant_id=caller.tenant_id, limit=limit)
+    return await statements.list_invoices(
+        conn, merchant_id=caller.tenant_id, cursor=cursor, limit=limit
+    )
 
 
 @router.get("/invoices/{invoice_id}")
 async def invoice(conn: ConnDep, caller: MerchantCaller, invoice_id: UUID) -> InvoicePublic:
     """An invoice as JSON."""
-    row = await service.get_invoice(conn, invoice_id=invoice_id, merchant_id=caller.tenant_id)
-    return service.invoice_public(row)
+    return await statements.get_invoice(conn, invoice_id=invoice_id, merchant_id=caller.tenant_id)
 
 
 @router.get(
@@ -252,7 +297,7 @@ async def invoice(conn: ConnDep, caller: MerchantCaller, invoice_id: UUID) -> In
 )
 async def invoice_pdf(conn: ConnDep, caller: MerchantCaller, invoice_id: UUID) -> Response:
     """An invoice as a PDF."""
-    pdf = await service.invoice_pdf(conn, invoice_id=invoice_id, merchant_id=caller.tenant_id)
+    pdf = await statements.invoice_pdf(conn, invoice_id=invoice_id, merchant_id=caller.tenant_id)
     return Response(pdf, media_type="application/pdf")
 
 
@@ -262,23 +307,27 @@ async def add_threshold(
 ) -> ThresholdPublic:
     """Be alerted (a signed webhook) when a card, or a pool, crosses a share of its monthly
     quota or an amount of data: once per threshold per month."""
-    return await service.add_threshold(conn, merchant_id=caller.tenant_id, body=body)
+    return await usage.add_threshold(conn, merchant_id=caller.tenant_id, body=body)
 
 
 @router.get("/thresholds")
-async def list_thresholds(conn: ConnDep, caller: MerchantCaller) -> list[ThresholdPublic]:
-    """Your usage thresholds."""
-    return await service.thresholds(conn, merchant_id=caller.tenant_id)
+async def list_thresholds(
+    conn: ConnDep, caller: MerchantCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[ThresholdPublic]:
+    """Your usage thresholds, oldest first."""
+    return await usage.thresholds(conn, merchant_id=caller.tenant_id, cursor=cursor, limit=limit)
 
 
 @router.delete("/thresholds/{threshold_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_threshold(conn: ConnDep, caller: MerchantCaller, threshold_id: UUID) -> Response:
     """Remove a threshold (and its alerts)."""
-    await service.remove_threshold(conn, merchant_id=caller.tenant_id, threshold_id=threshold_id)
+    await usage.remove_threshold(conn, merchant_id=caller.tenant_id, threshold_id=threshold_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/usage-alerts")
-async def alerts(conn: ConnDep, caller: MerchantCaller, limit: Limit = 100) -> list[UsageAlert]:
+async def alerts(
+    conn: ConnDep, caller: MerchantCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[UsageAlert]:
     """Thresholds your cards crossed, newest first."""
-    return await service.usage_alerts(conn, merchant_id=caller.tenant_id, limit=limit)
+    return await usage.usage_alerts(conn, merchant_id=caller.tenant_id, cursor=cursor, limit=limit)

@@ -10,9 +10,12 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, status
 
 from api.deps import ConnDep, GatewaysDep, IotGatewaysDep, OperatorCaller, PoolDep, SettingsDep
+from api.params import Cursor, Limit
 from flowbill.errors import InvalidInput
+from flowbill.paging import DEFAULT_LIMIT, Page
+from flowbill.periods import Calendar
 from flowbill.units import MB
-from iot_cards import service, settlement
+from iot_cards import settlement
 from iot_cards.schemas import (
     AssignmentReport,
     CardAssignment,
@@ -23,6 +26,7 @@ from iot_cards.schemas import (
     WholesalePlanPublic,
     WholesalePlanUpdate,
 )
+from iot_cards.service import inventory, usage
 
 router = APIRouter(prefix="/v1/operator/iot", tags=["iot cards: operator"])
 
@@ -53,7 +57,7 @@ async def import_cards(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInput("the batch is not UTF-8 text") from exc
-    return await service.import_cards(
+    return await inventory.import_cards(
         conn, csv_text=text, carrier=carrier, label=label, operator_id=caller.tenant_id
     )
 
@@ -61,7 +65,7 @@ async def import_cards(
 @router.post("/card-assignments")
 async def assign(conn: ConnDep, _: OperatorCaller, body: CardAssignment) -> AssignmentReport:
     """Give a merchant a block of unassigned cards, first to last ICCID: all or nothing."""
-    return await service.assign_cards(conn, body)
+    return await inventory.assign_cards(conn, body)
 
 
 @router.post("/plans", status_code=status.HTTP_201_CREATED)
@@ -69,13 +73,15 @@ async def create_plan(
     conn: ConnDep, _: OperatorCaller, body: WholesalePlanCreate
 ) -> WholesalePlanPublic:
     """A wholesale plan: data per month for some months (or a one-month top-up) at a price."""
-    return await service.create_plan(conn, body)
+    return await inventory.create_plan(conn, body)
 
 
 @router.get("/plans")
-async def plans(conn: ConnDep, _: OperatorCaller) -> list[WholesalePlanPublic]:
-    """Every wholesale plan."""
-    return await service.list_plans(conn)
+async def plans(
+    conn: ConnDep, _: OperatorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[WholesalePlanPublic]:
+    """Every wholesale plan, on sale or withdrawn, oldest first, a page at a time."""
+    return await inventory.list_plans(conn, cursor=cursor, limit=limit)
 
 
 @router.patch("/plans/{plan_id}")
@@ -83,7 +89,7 @@ async def change_plan(
     conn: ConnDep, _: OperatorCaller, plan_id: UUID, body: WholesalePlanUpdate
 ) -> WholesalePlanPublic:
     """Withdraw a plan from sale, or offer it again."""
-    return await service.set_plan_active(conn, plan_id=plan_id, active=body.active)
+    return await inventory.set_plan_active(conn, plan_id=plan_id, active=body.active)
 
 
 @router.post("/reconciliations")
@@ -103,11 +109,12 @@ async def reconcile(
         identity=iot_gateways,
         now=datetime.now(UTC),
         grace=timedelta(seconds=settings.reconcile_grace_seconds),
+        calendar=Calendar.from_settings(settings),
     )
 
 
 @router.post("/sweeps")
-async def sweep(conn: ConnDep, _: OperatorCaller) -> SweepReport:
+async def sweep(conn: ConnDep, _: OperatorCaller, settings: SettingsDep) -> SweepReport:
     """Apply due scheduled card commands and judge every card's usage: thresholds crossed,
     cards blocked or unblocked (run it periodically)."""
-    return await service.sweep(conn, now=datetime.now(UTC))
+    return await usage.sweep(conn, now=datetime.now(UTC), calendar=Calendar.from_settings(settings))
