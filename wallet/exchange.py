@@ -24,7 +24,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from flowbill import metrics
 from flowbill.db import Connection
-from wallet import repository, service
+from tenants import service as tenants
+from tenants.schemas import Role
+from wallet import service
 from wallet.errors import (
     CarrierNotFound,
     CarrierRequired,
@@ -39,7 +41,8 @@ from wallet.errors import (
     RefundTooLarge,
 )
 from wallet.gateways import FulfilmentGateway, GatewayResult, Outcome, PaymentGateway
-from wallet.repository import ExchangeOrderRow, ItemRow, ReturnRow
+from wallet.repository import exchange as repository
+from wallet.repository.exchange import ExchangeOrderRow, ItemRow, ReturnRow
 from wallet.schemas import (
     CatalogueItemCreate,
     CatalogueItemPublic,
@@ -78,8 +81,8 @@ def _item_public(item: ItemRow) -> CatalogueItemPublic:
 
 async def add_item(conn: Connection, spec: CatalogueItemCreate) -> CatalogueItemPublic:
     """Put an item in the catalogue."""
-    if spec.merchant_id is not None and not await repository.is_role(
-        conn, spec.merchant_id, "merchant"
+    if spec.merchant_id is not None and not await tenants.has_role(
+        conn, spec.merchant_id, Role.MERCHANT
     ):
         raise ItemNotFound(f"no merchant {spec.merchant_id}")
     row = await repository.insert_item(conn, **spec.model_dump(mode="json"))

@@ -12,7 +12,9 @@ from uuid import UUID
 
 from flowbill.db import Connection
 from flowbill.units import MB
-from wallet import repository, service, streaks
+from tenants import service as tenants
+from tenants.schemas import Role
+from wallet import service, streaks
 from wallet.errors import (
     BudgetSpent,
     CampaignEnded,
@@ -26,7 +28,9 @@ from wallet.errors import (
     UserLimitReached,
     WrongAction,
 )
-from wallet.repository import CampaignRow
+from wallet.repository import ledger
+from wallet.repository import promotions as repository
+from wallet.repository.promotions import CampaignRow
 from wallet.schemas import (
     Action,
     ActionEvent,
@@ -46,7 +50,7 @@ from wallet.service import DATA, AccountKind
 
 async def require_user(conn: Connection, user_id: UUID) -> str:
     """The wallet owner for a user id: an active driver (or card holder) tenant."""
-    if not await repository.is_role(conn, user_id, "driver"):
+    if not await tenants.has_role(conn, user_id, Role.DRIVER):
         raise UnknownUser(f"no active user {user_id}")
     return str(user_id)
 
@@ -102,8 +106,8 @@ async def pool(conn: Connection, *, merchant_id: UUID) -> PoolPublic:
 
 
 async def _balance(conn: Connection, kind: AccountKind, owner: str) -> int:
-    account = await repository.find_account(conn, kind=kind.value, owner=owner, asset=DATA)
-    return 0 if account is None else await repository.account_balance(conn, account)
+    account = await ledger.find_account(conn, kind=kind.value, owner=owner, asset=DATA)
+    return 0 if account is None else await ledger.account_balance(conn, account)
 
 
 # --- Campaigns -----------------------------------------------------------------------------
@@ -281,11 +285,11 @@ async def record_action(
         )
     if not _running(campaign, now):
         raise CampaignEnded(f"campaign {campaign.campaign_id} is not running")
-    budget = await repository.find_account(
+    budget = await ledger.find_account(
         conn, kind=AccountKind.CAMPAIGN.value, owner=str(campaign.campaign_id), asset=DATA
     )
     # The budget row's lock serialises the campaign's grants: the check below holds.
-    left = 0 if budget is None else await repository.lock_account(conn, budget)
+    left = 0 if budget is None else await ledger.lock_account(conn, budget)
     if left < sum(amount for _, _, amount in recipients):
         raise BudgetSpent(f"campaign {campaign.campaign_id} has {left} bytes left")
     memo: dict[str, object] = {
@@ -412,7 +416,7 @@ async def check_in(
 
 
 async def _lot_expiry(conn: Connection, lot_id: int) -> datetime | None:
-    lots = await repository.lots_by_id(conn, [lot_id])
+    lots = await ledger.lots_by_id(conn, [lot_id])
     return lots[lot_id].expires_at if lot_id in lots else None
 
 

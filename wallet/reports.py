@@ -7,7 +7,8 @@ from datetime import date, datetime, timedelta
 from uuid import UUID
 
 from flowbill.db import Connection
-from wallet import repository
+from wallet.repository import ledger
+from wallet.repository import reports as repository
 from wallet.schemas import (
     BalancePublic,
     BreakageLine,
@@ -21,12 +22,12 @@ from wallet.streaks import CHECK_IN_ZONE
 
 
 async def _wallet(conn: Connection, user: str) -> int | None:
-    return await repository.find_account(
+    return await ledger.find_account(
         conn, kind=AccountKind.USER_WALLET.value, owner=user, asset=DATA
     )
 
 
-def _public_lot(lot: repository.LotRow) -> LotPublic:
+def _public_lot(lot: ledger.LotRow) -> LotPublic:
     return LotPublic(
         lot_id=lot.lot_id,
         source=lot.source,
@@ -46,7 +47,7 @@ async def lots(
     wallet = await _wallet(conn, user)
     if wallet is None:
         return []
-    rows = await repository.lots_of(conn, wallet, with_empty=False)
+    rows = await ledger.lots_of(conn, wallet, with_empty=False)
     return [
         _public_lot(lot)
         for lot in rows

@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from flowbill import metrics
 from flowbill.db import Connection
 from flowbill.units import MB
-from wallet import repository, service
+from wallet import service
 from wallet.errors import (
     CarrierNotFound,
     IdempotencyKeyReused,
@@ -31,7 +31,8 @@ from wallet.errors import (
     TransferInUnavailable,
 )
 from wallet.gateways import CarrierGateway, GatewayResult, Outcome
-from wallet.repository import CarrierOrderRow, CarrierRow
+from wallet.repository import carriers as repository
+from wallet.repository.carriers import CarrierOrderRow, CarrierRow
 from wallet.schemas import (
     CarrierConfig,
     CarrierOrderPublic,
