@@ -69,9 +69,14 @@ async def get_carrier(conn: Connection, carrier_id: str) -> CarrierRow | None:
         return await cur.fetchone()
 
 
-async def list_carriers(conn: Connection) -> list[CarrierRow]:
+async def list_carriers(conn: Connection, *, after: str | None, limit: int) -> list[CarrierRow]:
+    """Carriers by id, after that id."""
     async with conn.cursor(row_factory=class_row(CarrierRow)) as cur:
-        await cur.execute("SELECT * FROM carriers ORDER BY carrier_id")
+        await cur.execute(
+            "SELECT * FROM carriers WHERE %s::text IS NULL OR carrier_id > %s::text"
+            " ORDER BY carrier_id LIMIT %s",
+            (after, after, limit),
+        )
         return await cur.fetchall()
 
 
@@ -113,11 +118,21 @@ async def get_carrier_order(
         return await cur.fetchone()
 
 
-async def carrier_orders_of(conn: Connection, user_id: str, *, limit: int) -> list[CarrierOrderRow]:
+async def carrier_orders_of(
+    conn: Connection, user_id: str, *, after: tuple[datetime, UUID] | None, limit: int
+) -> list[CarrierOrderRow]:
+    """A user's carrier orders, newest first, after that key."""
+    created_at, order_id = after or (None, None)
     async with conn.cursor(row_factory=class_row(CarrierOrderRow)) as cur:
         await cur.execute(
-            "SELECT * FROM carrier_orders WHERE user_id = %s ORDER BY created_at DESC LIMIT %s",
-            (user_id, limit),
+            """
+            SELECT * FROM carrier_orders
+            WHERE user_id = %(u)s
+              AND (%(ac)s::timestamptz IS NULL
+                   OR (created_at, order_id) < (%(ac)s::timestamptz, %(ao)s::uuid))
+            ORDER BY created_at DESC, order_id DESC LIMIT %(limit)s
+            """,
+            {"u": user_id, "ac": created_at, "ao": order_id, "limit": limit},
         )
         return await cur.fetchall()
 

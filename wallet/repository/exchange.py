@@ -102,12 +102,23 @@ async def get_item(conn: Connection, item_id: UUID) -> ItemRow | None:
         return await cur.fetchone()
 
 
-async def list_items(conn: Connection, *, active_only: bool) -> list[ItemRow]:
+async def list_items(
+    conn: Connection, *, active_only: bool, after: tuple[str, str, UUID] | None, limit: int
+) -> list[ItemRow]:
+    """Catalogue items by (kind, name, item id), after that key."""
+    kind, name, item_id = after or (None, None, None)
     async with conn.cursor(row_factory=class_row(ItemRow)) as cur:
         await cur.execute(
-            "SELECT * FROM catalogue_items WHERE active OR NOT %s ORDER BY kind, name, item_id",
-            (active_only,),
-        )
+            """
+            SELECT * FROM catalogue_items
+            WHERE (active OR NOT %(active_only)s)
+              AND (%(kind)s::text IS NULL
+                   OR (kind, name, item_id) > (%(kind)s::text, %(name)s::text, %(item)s::uuid))
+            ORDER BY kind, name, item_id LIMIT %(limit)s
+            """,
+            {"active_only": active_only, "kind": kind, "name": name, "item": item_id,
+             "limit": limit},
+        )  # fmt: skip
         return await cur.fetchall()
 
 
@@ -116,6 +127,13 @@ async def restock(conn: Connection, item_id: UUID, quantity: int) -> None:
         "UPDATE catalogue_items SET stock = stock + %s WHERE item_id = %s AND stock IS NOT NULL",
         (quantity, item_id),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    state: str
+    detail: str | None
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +148,7 @@ class Placement:
     item_limit: int | None
     item_carriers: list[str] | None
     order: ExchangeOrderRow | None
-    events: list[tuple[str, str | None, datetime]]
+    events: list[EventRow]
 
 
 _ORDER_FIELDS = [f.name for f in fields(ExchangeOrderRow)]
@@ -155,7 +173,8 @@ async def place_exchange_order(
     return Placement(
         outcome=outcome, held_units=held, item_name=name, item_kind=kind, item_limit=limit,
         item_carriers=carriers, order=order,
-        events=list(zip(states or [], details or [], ats or [], strict=True)),
+        events=[EventRow(*event) for event in zip(states or [], details or [], ats or [],
+                                                  strict=True)],
     )  # fmt: skip
 
 
@@ -171,17 +190,22 @@ async def get_exchange_order(
 
 
 async def exchange_orders_of(
-    conn: Connection, *, user_id: str | None = None, merchant_id: UUID | None = None, limit: int
-) -> list[ExchangeOrderRow]:
+    conn: Connection, *, user_id: str | None = None, merchant_id: UUID | None = None,
+    after: tuple[datetime, UUID] | None, limit: int,
+) -> list[ExchangeOrderRow]:  # fmt: skip
+    """A user's orders, or those of a merchant's goods, newest first, after that key."""
+    created_at, order_id = after or (None, None)
     async with conn.cursor(row_factory=class_row(ExchangeOrderRow)) as cur:
         await cur.execute(
             """
             SELECT o.* FROM exchange_orders o JOIN catalogue_items i USING (item_id)
             WHERE (%(u)s::text IS NULL OR o.user_id = %(u)s)
               AND (%(m)s::uuid IS NULL OR i.merchant_id = %(m)s)
-            ORDER BY o.created_at DESC LIMIT %(limit)s
+              AND (%(ac)s::timestamptz IS NULL
+                   OR (o.created_at, o.order_id) < (%(ac)s::timestamptz, %(ao)s::uuid))
+            ORDER BY o.created_at DESC, o.order_id DESC LIMIT %(limit)s
             """,
-            {"u": user_id, "m": merchant_id, "limit": limit},
+            {"u": user_id, "m": merchant_id, "ac": created_at, "ao": order_id, "limit": limit},
         )
         return await cur.fetchall()
 
@@ -204,12 +228,14 @@ async def add_order_event(conn: Connection, order_id: UUID, state: str, detail: 
     )
 
 
-async def order_events(conn: Connection, order_id: UUID) -> list[tuple[str, str | None, datetime]]:
-    cur = await conn.execute(
-        "SELECT state, detail, at FROM exchange_order_events WHERE order_id = %s ORDER BY event_id",
-        (order_id,),
-    )
-    return [(str(s), d, at) for s, d, at in await cur.fetchall()]
+async def order_events(conn: Connection, order_id: UUID) -> list[EventRow]:
+    async with conn.cursor(row_factory=class_row(EventRow)) as cur:
+        await cur.execute(
+            "SELECT state, detail, at FROM exchange_order_events WHERE order_id = %s"
+            " ORDER BY event_id",
+            (order_id,),
+        )
+        return await cur.fetchall()
 
 
 async def insert_return(

@@ -3,7 +3,6 @@ events, check-ins."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from uuid import UUID
@@ -46,22 +45,38 @@ async def data_price(conn: Connection, currency: str) -> int | None:
     return int(row[0]) if row else None
 
 
-async def data_prices(conn: Connection) -> list[tuple[str, int, datetime]]:
-    cur = await conn.execute(
-        "SELECT currency, minor_per_100mb, updated_at FROM data_prices ORDER BY currency"
-    )
-    return [(str(c), int(p), u) for c, p, u in await cur.fetchall()]
+@dataclass(frozen=True, slots=True)
+class DataPriceRow:
+    currency: str
+    minor_per_100mb: int
+    updated_at: datetime
 
 
-async def set_data_price(conn: Connection, currency: str, minor_per_100mb: int) -> None:
-    await conn.execute(
-        """
-        INSERT INTO data_prices (currency, minor_per_100mb) VALUES (%s, %s)
-        ON CONFLICT (currency) DO UPDATE
-        SET minor_per_100mb = excluded.minor_per_100mb, updated_at = now()
-        """,
-        (currency, minor_per_100mb),
-    )
+async def data_prices(conn: Connection, *, after: str | None, limit: int) -> list[DataPriceRow]:
+    """Prices by currency, after that currency."""
+    async with conn.cursor(row_factory=class_row(DataPriceRow)) as cur:
+        await cur.execute(
+            "SELECT currency, minor_per_100mb, updated_at FROM data_prices"
+            " WHERE %s::text IS NULL OR currency > %s::text ORDER BY currency LIMIT %s",
+            (after, after, limit),
+        )
+        return await cur.fetchall()
+
+
+async def set_data_price(conn: Connection, currency: str, minor_per_100mb: int) -> DataPriceRow:
+    async with conn.cursor(row_factory=class_row(DataPriceRow)) as cur:
+        await cur.execute(
+            """
+            INSERT INTO data_prices (currency, minor_per_100mb) VALUES (%s, %s)
+            ON CONFLICT (currency) DO UPDATE
+            SET minor_per_100mb = excluded.minor_per_100mb, updated_at = now()
+            RETURNING currency, minor_per_100mb, updated_at
+            """,
+            (currency, minor_per_100mb),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row
 
 
 async def link_partner(conn: Connection, *, partner_id: UUID, merchant_id: UUID) -> None:
@@ -140,14 +155,74 @@ async def campaign_by_budget_txn(conn: Connection, txn_id: int) -> CampaignRow |
         return await cur.fetchone()
 
 
-async def campaigns_of(conn: Connection, merchant_id: UUID) -> list[CampaignRow]:
-    async with conn.cursor(row_factory=class_row(CampaignRow)) as cur:
+@dataclass(frozen=True, slots=True)
+class CampaignView:
+    """A campaign with its figures: what its budget holds, how many users it rewarded, and
+    whether it runs at the moment asked about."""
+
+    campaign_id: UUID
+    name: str
+    action: str
+    bytes_per_action: int
+    bytes_per_click: int
+    per_user_limit: int | None
+    validity_days: int
+    budget_bytes: int
+    budget_left_bytes: int
+    users_rewarded: int
+    starts_at: datetime
+    ends_at: datetime | None
+    ended_at: datetime | None
+    running: bool
+    created_at: datetime
+
+
+async def campaign_views(
+    conn: Connection, merchant_id: UUID, *, now: datetime, campaign_id: UUID | None = None,
+    after: tuple[datetime, UUID] | None = None, limit: int = 1,
+) -> list[CampaignView]:  # fmt: skip
+    """The merchant's campaigns (or the one named), oldest first, after that key."""
+    created_at, after_id = after or (None, None)
+    async with conn.cursor(row_factory=class_row(CampaignView)) as cur:
         await cur.execute(
-            f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE merchant_id = %s"
-            " ORDER BY created_at, campaign_id",
-            (merchant_id,),
-        )
+            """
+            SELECT c.campaign_id, c.name, c.action, c.bytes_per_action, c.bytes_per_click,
+                   c.per_user_limit, c.validity_days, c.budget_bytes,
+                   coalesce(a.balance, 0) AS budget_left_bytes,
+                   (SELECT count(*) FROM campaign_rewards r
+                    WHERE r.campaign_id = c.campaign_id)::integer AS users_rewarded,
+                   c.starts_at, c.ends_at, c.ended_at,
+                   (c.ended_at IS NULL AND c.starts_at <= %(now)s
+                    AND (c.ends_at IS NULL OR c.ends_at > %(now)s)) AS running,
+                   c.created_at
+            FROM campaigns c
+            LEFT JOIN ledger_accounts a
+              ON a.kind = 'campaign' AND a.owner = c.campaign_id::text AND a.asset = 'data'
+            WHERE c.merchant_id = %(m)s
+              AND (%(id)s::uuid IS NULL OR c.campaign_id = %(id)s::uuid)
+              AND (%(ac)s::timestamptz IS NULL
+                   OR (c.created_at, c.campaign_id) > (%(ac)s::timestamptz, %(ai)s::uuid))
+            ORDER BY c.created_at, c.campaign_id LIMIT %(limit)s
+            """,
+            {"now": now, "m": merchant_id, "id": campaign_id, "ac": created_at, "ai": after_id,
+             "limit": limit},
+        )  # fmt: skip
         return await cur.fetchall()
+
+
+async def campaigns_budget_left(conn: Connection, merchant_id: UUID) -> int:
+    """What the merchant's campaigns' budgets still hold, together."""
+    cur = await conn.execute(
+        """
+        SELECT coalesce(sum(a.balance), 0) FROM campaigns c
+        JOIN ledger_accounts a
+          ON a.kind = 'campaign' AND a.owner = c.campaign_id::text AND a.asset = 'data'
+        WHERE c.merchant_id = %s
+        """,
+        (merchant_id,),
+    )
+    row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
 
 
 async def end_campaign(conn: Connection, campaign_id: UUID, *, now: datetime) -> None:
@@ -155,24 +230,6 @@ async def end_campaign(conn: Connection, campaign_id: UUID, *, now: datetime) ->
         "UPDATE campaigns SET ended_at = %s WHERE campaign_id = %s AND ended_at IS NULL",
         (now, campaign_id),
     )
-
-
-async def campaign_figures(
-    conn: Connection, campaign_ids: Sequence[UUID]
-) -> dict[UUID, tuple[int, int]]:
-    """Per campaign: (budget left, users rewarded)."""
-    cur = await conn.execute(
-        """
-        SELECT c.campaign_id, coalesce(a.balance, 0),
-               (SELECT count(*) FROM campaign_rewards r WHERE r.campaign_id = c.campaign_id)
-        FROM campaigns c
-        LEFT JOIN ledger_accounts a
-          ON a.kind = 'campaign' AND a.owner = c.campaign_id::text AND a.asset = 'data'
-        WHERE c.campaign_id = ANY(%s)
-        """,
-        (list(campaign_ids),),
-    )
-    return {c: (int(left), int(users)) for c, left, users in await cur.fetchall()}
 
 
 async def count_reward(
@@ -226,14 +283,25 @@ async def set_event_grants(
     )
 
 
-async def check_in_rules(conn: Connection) -> tuple[int, int, dict[str, int], int, datetime]:
-    cur = await conn.execute(
-        "SELECT cycle_days, daily_bytes, streak_bytes, validity_days, updated_at"
-        " FROM check_in_rules"
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1]), dict(row[2]), int(row[3]), row[4]
+@dataclass(frozen=True, slots=True)
+class CheckInRulesRow:
+    cycle_days: int
+    daily_bytes: int
+    # Day of the cycle (as text: a JSON key) → bytes on that day.
+    streak_bytes: dict[str, int]
+    validity_days: int
+    updated_at: datetime
+
+
+async def check_in_rules(conn: Connection) -> CheckInRulesRow:
+    async with conn.cursor(row_factory=class_row(CheckInRulesRow)) as cur:
+        await cur.execute(
+            "SELECT cycle_days, daily_bytes, streak_bytes, validity_days, updated_at"
+            " FROM check_in_rules"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row
 
 
 async def set_check_in_rules(
