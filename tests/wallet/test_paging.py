@@ -53,6 +53,18 @@ async def everything(http: httpx.AsyncClient, path: str, key: str, **params: str
     return items
 
 
+async def shared_list(
+    http: httpx.AsyncClient, path: str, key: str, *, id_field: str, ours: Sequence[object]
+) -> None:
+    """A list other tests add to as well: walked two items a page, it holds what the one-page
+    answer holds, each item once, ours among them. (Texts are ordered by the database's
+    collation, so the one-page answer is the order to compare with.)"""
+    walked = flat(await walk_pages(http, path, key=key, limit=2))
+    assert walked == await everything(http, path, key)
+    once(walked, id_field)
+    assert set(ours) <= {item[id_field] for item in walked}
+
+
 def api_key(headers: dict[str, str]) -> str:
     return headers["Authorization"].removeprefix("Bearer ")
 
@@ -85,11 +97,7 @@ async def test_carriers_and_a_drivers_carrier_orders_page_through(
         ("/v1/wallet/carriers", api_key(wallet)),
         ("/v1/operator/wallet/carriers", operator_key),
     ):
-        # Ids are ordered by the database's collation: compare with its one-page answer.
-        carriers = flat(await walk_pages(http, path, key=key, limit=2))
-        assert carriers == await everything(http, path, key)
-        once(carriers, "carrier_id")
-        assert set(made) <= {c["carrier_id"] for c in carriers}
+        await shared_list(http, path, key, id_field="carrier_id", ours=made)
     for n in range(3):
         body = {"carrier_id": made[0], "phone": f"1380000{n:04d}", "mb": 100}
         answer = await http.post("/v1/wallet/transfers-in", json=body, headers=idem(wallet))
@@ -122,10 +130,7 @@ async def test_the_catalogue_and_exchange_orders_page_through(
         ("/v1/wallet/catalogue", api_key(wallet)),
         ("/v1/operator/wallet/catalogue", operator_key),
     ):
-        catalogue = flat(await walk_pages(http, path, key=key, limit=2))
-        assert catalogue == await everything(http, path, key)
-        once(catalogue, "item_id")
-        assert {i["item_id"] for i in items} <= {i["item_id"] for i in catalogue}
+        await shared_list(http, path, key, id_field="item_id", ours=[i["item_id"] for i in items])
     _, wallet = await funded_driver(http, settings, mb=10)
     for item in items:
         body = {"item_id": item["item_id"]}
@@ -170,10 +175,9 @@ async def test_prices_and_what_expires_page_through(
             headers=bearer(operator_key),
         )  # fmt: skip
         assert answer.status_code == 200, answer.text
-    prices = flat(await walk_pages(http, "/v1/operator/wallet/prices", key=operator_key, limit=2))
-    assert prices == await everything(http, "/v1/operator/wallet/prices", operator_key)
-    once(prices, "currency")
-    assert set(currencies) <= {p["currency"] for p in prices}
+    await shared_list(
+        http, "/v1/operator/wallet/prices", operator_key, id_field="currency", ours=currencies
+    )
     for days in (1, 2, 3):
         await funded_driver(http, settings, mb=1, validity_days=days)
     days = flat(

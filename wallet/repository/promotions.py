@@ -156,25 +156,13 @@ async def campaign_by_budget_txn(conn: Connection, txn_id: int) -> CampaignRow |
 
 
 @dataclass(frozen=True, slots=True)
-class CampaignView:
+class CampaignView(CampaignRow):
     """A campaign with its figures: what its budget holds, how many users it rewarded, and
     whether it runs at the moment asked about."""
 
-    campaign_id: UUID
-    name: str
-    action: str
-    bytes_per_action: int
-    bytes_per_click: int
-    per_user_limit: int | None
-    validity_days: int
-    budget_bytes: int
     budget_left_bytes: int
     users_rewarded: int
-    starts_at: datetime
-    ends_at: datetime | None
-    ended_at: datetime | None
     running: bool
-    created_at: datetime
 
 
 async def campaign_views(
@@ -185,17 +173,13 @@ async def campaign_views(
     created_at, after_id = after or (None, None)
     async with conn.cursor(row_factory=class_row(CampaignView)) as cur:
         await cur.execute(
-            """
-            SELECT c.campaign_id, c.name, c.action, c.bytes_per_action, c.bytes_per_click,
-                   c.per_user_limit, c.validity_days, c.budget_bytes,
-                   coalesce(a.balance, 0) AS budget_left_bytes,
+            f"""
+            SELECT c.*, coalesce(a.balance, 0) AS budget_left_bytes,
                    (SELECT count(*) FROM campaign_rewards r
                     WHERE r.campaign_id = c.campaign_id)::integer AS users_rewarded,
-                   c.starts_at, c.ends_at, c.ended_at,
                    (c.ended_at IS NULL AND c.starts_at <= %(now)s
-                    AND (c.ends_at IS NULL OR c.ends_at > %(now)s)) AS running,
-                   c.created_at
-            FROM campaigns c
+                    AND (c.ends_at IS NULL OR c.ends_at > %(now)s)) AS running
+            FROM (SELECT {_CAMPAIGN_COLUMNS} FROM campaigns) c
             LEFT JOIN ledger_accounts a
               ON a.kind = 'campaign' AND a.owner = c.campaign_id::text AND a.asset = 'data'
             WHERE c.merchant_id = %(m)s
