@@ -45,7 +45,10 @@ class _Command(BaseModel):
 class _FromRow(BaseModel):
     """An answer built from a repository row with `model_validate(row)`."""
 
-    model_config = ConfigDict(from_attributes=True)
+    # Answers always carry every field, defaulted ones too: the schema says so.
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
 
 
 # --- Operator configuration ---------------------------------------------------------------
