@@ -177,6 +177,7 @@ async def campaign_views(
             SELECT c.*, coalesce(a.balance, 0) AS budget_left_bytes,
                    (SELECT count(*) FROM campaign_rewards r
                     WHERE r.campaign_id = c.campaign_id)::integer AS users_rewarded,
+                   -- running as wallet.promotions._running decides it for one campaign
                    (c.ended_at IS NULL AND c.starts_at <= %(now)s
                     AND (c.ends_at IS NULL OR c.ends_at > %(now)s)) AS running
             FROM (SELECT {_CAMPAIGN_COLUMNS} FROM campaigns) c
