@@ -225,7 +225,7 @@ def run_wallet_demo(api: str, operator_key: str, *, drivers: int = 20) -> Wallet
         # The merchant ships its paid goods; what the gateways left open is reconciled.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            for order in _ok_list(http.get("/v1/merchant/exchange-orders", headers=merchant)):
+            for order in _every_item(http, "/v1/merchant/exchange-orders", merchant):
                 if order["state"] == "paid":
                     http.post(
                         f"/v1/merchant/exchange-orders/{order['order_id']}/fulfilment",
@@ -266,11 +266,21 @@ def _event_outcome(answer: httpx.Response) -> str:
     return str(answer.json().get("type", "error")).rsplit("/", 1)[-1]
 
 
-def _ok_list(answer: httpx.Response) -> list[dict[str, object]]:
-    if answer.status_code >= 300:
-        raise RuntimeError(answer.text)
-    items: list[dict[str, object]] = answer.json()
-    return items
+def _every_item(http: httpx.Client, path: str, headers: dict[str, str]) -> list[dict[str, object]]:
+    """Every item of a list, page after page (each answer is a Page)."""
+    items: list[dict[str, object]] = []
+    cursor: str | None = None
+    while True:
+        answer = http.get(
+            path, headers=headers, params={} if cursor is None else {"cursor": cursor}
+        )
+        if answer.status_code >= 300:
+            raise RuntimeError(answer.text)
+        page = answer.json()
+        items.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
 
 
 def _open(

@@ -226,3 +226,9 @@ def _remembered_as(api_key: str) -> bytes:
 def remembered_caller(api_key: str) -> Caller | None:
     """The caller of a key verified within KEY_CACHE_SECONDS in this process, if any."""
     return VERIFIED_KEYS.get(_remembered_as(api_key))
+
+
+async def has_role(conn: Connection, tenant_id: UUID, role: Role) -> bool:
+    """Whether the tenant exists, is enabled and has the role (how other domains ask)."""
+    row = await repository.get_tenant(conn, tenant_id)
+    return row is not None and row.role == role.value and row.disabled_at is None

@@ -22,9 +22,12 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
-from flowbill import metrics
+from flowbill import metrics, paging
 from flowbill.db import Connection
-from wallet import repository, service
+from flowbill.paging import Page
+from tenants import service as tenants
+from tenants.schemas import Role
+from wallet import service
 from wallet.errors import (
     CarrierNotFound,
     CarrierRequired,
@@ -39,7 +42,8 @@ from wallet.errors import (
     RefundTooLarge,
 )
 from wallet.gateways import FulfilmentGateway, GatewayResult, Outcome, PaymentGateway
-from wallet.repository import ExchangeOrderRow, ItemRow, ReturnRow
+from wallet.repository import exchange as repository
+from wallet.repository.exchange import EventRow, ExchangeOrderRow, ItemRow, ReturnRow
 from wallet.schemas import (
     CatalogueItemCreate,
     CatalogueItemPublic,
@@ -59,31 +63,14 @@ IN_FLIGHT_OWNER = "exchange"
 FINAL = frozenset({"fulfilled", "failed", "refunded"})
 
 
-def _item_public(item: ItemRow) -> CatalogueItemPublic:
-    return CatalogueItemPublic(
-        item_id=item.item_id,
-        kind=ItemKind(item.kind),
-        name=item.name,
-        sku=item.sku,
-        price_bytes=item.price_bytes,
-        carrier_prices=dict(item.carrier_prices),
-        price_minor=item.price_minor,
-        currency=item.currency,
-        merchant_id=item.merchant_id,
-        stock=item.stock,
-        per_user_limit=item.per_user_limit,
-        active=item.active,
-    )
-
-
 async def add_item(conn: Connection, spec: CatalogueItemCreate) -> CatalogueItemPublic:
     """Put an item in the catalogue."""
-    if spec.merchant_id is not None and not await repository.is_role(
-        conn, spec.merchant_id, "merchant"
+    if spec.merchant_id is not None and not await tenants.has_role(
+        conn, spec.merchant_id, Role.MERCHANT
     ):
         raise ItemNotFound(f"no merchant {spec.merchant_id}")
     row = await repository.insert_item(conn, **spec.model_dump(mode="json"))
-    return _item_public(row)
+    return CatalogueItemPublic.model_validate(row)
 
 
 async def change_item(
@@ -96,39 +83,40 @@ async def change_item(
     )  # fmt: skip
     if row is None:
         raise ItemNotFound(f"no item {item_id}")
-    return _item_public(row)
+    return CatalogueItemPublic.model_validate(row)
 
 
-async def catalogue(conn: Connection, *, active_only: bool = True) -> list[CatalogueItemPublic]:
-    return [_item_public(i) for i in await repository.list_items(conn, active_only=active_only)]
+async def catalogue(
+    conn: Connection, *, limit: int, cursor: str | None, active_only: bool = True
+) -> Page[CatalogueItemPublic]:
+    """Catalogue items by kind and name (only those on offer, unless `active_only` is off)."""
+    after = (
+        None if cursor is None
+        else paging.decode_cursor(cursor, (str, str, UUID), scope="catalogue")
+    )  # fmt: skip
+    rows = await repository.list_items(conn, active_only=active_only, after=after, limit=limit + 1)
+    return paging.page(
+        [CatalogueItemPublic.model_validate(row) for row in rows],
+        limit=limit, key=lambda item: (item.kind, item.name, item.item_id), scope="catalogue",
+    )  # fmt: skip
+
+
+async def item(conn: Connection, item_id: UUID) -> CatalogueItemPublic:
+    """One catalogue item, withdrawn or not."""
+    row = await repository.get_item(conn, item_id)
+    if row is None:
+        raise ItemNotFound(f"no item {item_id}")
+    return CatalogueItemPublic.model_validate(row)
 
 
 async def _public(
-    conn: Connection,
-    order: ExchangeOrderRow,
-    *,
-    events: list[tuple[str, str | None, datetime]] | None = None,
+    conn: Connection, order: ExchangeOrderRow, *, events: list[EventRow] | None = None
 ) -> ExchangeOrderPublic:
     if events is None:
         events = await repository.order_events(conn, order.order_id)
-    return ExchangeOrderPublic(
-        order_id=order.order_id,
-        item_id=order.item_id,
-        quantity=order.quantity,
-        unit_bytes=order.unit_bytes,
-        unit_minor=order.unit_minor,
-        currency=order.currency,
-        total_bytes=order.unit_bytes * order.quantity,
-        total_minor=order.unit_minor * order.quantity,
-        state=order.state,
-        payment_state=order.payment_state,
-        fulfilment_state=order.fulfilment_state,
-        reason=order.reason,
-        voucher=order.voucher,
-        returned_quantity=order.returned_quantity,
-        created_at=order.created_at,
-        events=[OrderEvent(state=s, detail=d, at=at) for s, d, at in events],
-    )
+    public = ExchangeOrderPublic.model_validate(order)
+    public.events = [OrderEvent.model_validate(event) for event in events]
+    return public
 
 
 async def _fresh(conn: Connection, order_id: UUID) -> ExchangeOrderRow:
@@ -201,12 +189,23 @@ async def get_order(
 
 
 async def orders(
-    conn: Connection, *, user: str | None = None, merchant_id: UUID | None = None, limit: int
-) -> list[ExchangeOrderPublic]:
+    conn: Connection, *, user: str | None = None, merchant_id: UUID | None = None, limit: int,
+    cursor: str | None,
+) -> Page[ExchangeOrderPublic]:  # fmt: skip
+    """A user's orders, or the orders of a merchant's goods, newest first."""
+    after = (
+        None if cursor is None
+        else paging.decode_cursor(cursor, (datetime, UUID), scope="exchange-orders")
+    )  # fmt: skip
     rows = await repository.exchange_orders_of(
-        conn, user_id=user, merchant_id=merchant_id, limit=limit
+        conn, user_id=user, merchant_id=merchant_id, after=after, limit=limit + 1
     )
-    return [await _public(conn, row) for row in rows]
+    found = paging.page(
+        rows, limit=limit, key=lambda o: (o.created_at, o.order_id), scope="exchange-orders"
+    )
+    return Page[ExchangeOrderPublic](
+        items=[await _public(conn, row) for row in found.items], next_cursor=found.next_cursor
+    )
 
 
 def _seller(item: ItemRow) -> tuple[AccountKind, str]:

@@ -10,9 +10,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from flowbill import paging
 from flowbill.db import Connection
+from flowbill.paging import Page
+from flowbill.periods import Calendar
 from flowbill.units import MB
-from wallet import repository, service, streaks
+from tenants import service as tenants
+from tenants.schemas import Role
+from wallet import service, streaks
 from wallet.errors import (
     BudgetSpent,
     CampaignEnded,
@@ -26,9 +31,10 @@ from wallet.errors import (
     UserLimitReached,
     WrongAction,
 )
-from wallet.repository import CampaignRow
+from wallet.repository import ledger
+from wallet.repository import promotions as repository
+from wallet.repository.promotions import CampaignRow
 from wallet.schemas import (
-    Action,
     ActionEvent,
     ActionEventResult,
     CampaignCreate,
@@ -46,7 +52,7 @@ from wallet.service import DATA, AccountKind
 
 async def require_user(conn: Connection, user_id: UUID) -> str:
     """The wallet owner for a user id: an active driver (or card holder) tenant."""
-    if not await repository.is_role(conn, user_id, "driver"):
+    if not await tenants.has_role(conn, user_id, Role.DRIVER):
         raise UnknownUser(f"no active user {user_id}")
     return str(user_id)
 
@@ -59,17 +65,23 @@ def price_of(mb: int, minor_per_100mb: int) -> int:
     return (mb * minor_per_100mb + 50) // 100
 
 
-async def data_prices(conn: Connection) -> list[DataPrice]:
-    return [
-        DataPrice(currency=c, minor_per_100mb=p, updated_at=u)
-        for c, p, u in await repository.data_prices(conn)
-    ]
+async def data_prices(conn: Connection, *, limit: int, cursor: str | None) -> Page[DataPrice]:
+    """The wholesale price of data, per currency."""
+    after = None if cursor is None else paging.decode_cursor(cursor, (str,), scope="prices")
+    rows = await repository.data_prices(
+        conn, after=None if after is None else after[0], limit=limit + 1
+    )
+    return paging.page(
+        [DataPrice.model_validate(row) for row in rows],
+        limit=limit, key=lambda price: (price.currency,), scope="prices",
+    )  # fmt: skip
 
 
 async def set_data_price(conn: Connection, *, currency: str, minor_per_100mb: int) -> DataPrice:
     """Set the wholesale price merchants pay; purchases made before keep their price."""
-    await repository.set_data_price(conn, currency, minor_per_100mb)
-    return next(p for p in await data_prices(conn) if p.currency == currency)
+    return DataPrice.model_validate(
+        await repository.set_data_price(conn, currency, minor_per_100mb)
+    )
 
 
 async def buy_data(
@@ -92,18 +104,15 @@ async def buy_data(
 
 
 async def pool(conn: Connection, *, merchant_id: UUID) -> PoolPublic:
+    """Data in the merchant's pool, and what its campaigns' budgets still hold."""
     in_pool = await _balance(conn, AccountKind.MERCHANT_POOL, str(merchant_id))
-    figures = await repository.campaign_figures(
-        conn, [c.campaign_id for c in await repository.campaigns_of(conn, merchant_id)]
-    )
-    return PoolPublic(
-        data_bytes=in_pool, in_campaigns_bytes=sum(left for left, _ in figures.values())
-    )
+    in_campaigns = await repository.campaigns_budget_left(conn, merchant_id)
+    return PoolPublic(data_bytes=in_pool, in_campaigns_bytes=in_campaigns)
 
 
 async def _balance(conn: Connection, kind: AccountKind, owner: str) -> int:
-    account = await repository.find_account(conn, kind=kind.value, owner=owner, asset=DATA)
-    return 0 if account is None else await repository.account_balance(conn, account)
+    account = await ledger.find_account(conn, kind=kind.value, owner=owner, asset=DATA)
+    return 0 if account is None else await ledger.account_balance(conn, account)
 
 
 # --- Campaigns -----------------------------------------------------------------------------
@@ -117,29 +126,11 @@ def _running(campaign: CampaignRow, now: datetime) -> bool:
     )
 
 
-def _public(campaign: CampaignRow, figures: tuple[int, int], now: datetime) -> CampaignPublic:
-    left, users = figures
-    return CampaignPublic(
-        campaign_id=campaign.campaign_id,
-        name=campaign.name,
-        action=Action(campaign.action),
-        bytes_per_action=campaign.bytes_per_action,
-        bytes_per_click=campaign.bytes_per_click,
-        per_user_limit=campaign.per_user_limit,
-        validity_days=campaign.validity_days,
-        budget_bytes=campaign.budget_bytes,
-        budget_left_bytes=left,
-        users_rewarded=users,
-        starts_at=campaign.starts_at,
-        ends_at=campaign.ends_at,
-        ended_at=campaign.ended_at,
-        running=_running(campaign, now),
-    )
-
-
 async def _published(conn: Connection, campaign: CampaignRow, now: datetime) -> CampaignPublic:
-    figures = await repository.campaign_figures(conn, [campaign.campaign_id])
-    return _public(campaign, figures.get(campaign.campaign_id, (0, 0)), now)
+    views = await repository.campaign_views(
+        conn, campaign.merchant_id, now=now, campaign_id=campaign.campaign_id
+    )
+    return CampaignPublic.model_validate(views[0])
 
 
 async def create_campaign(
@@ -193,11 +184,23 @@ async def get_campaign(
 
 
 async def list_campaigns(
-    conn: Connection, *, merchant_id: UUID, now: datetime
-) -> list[CampaignPublic]:
-    campaigns = await repository.campaigns_of(conn, merchant_id)
-    figures = await repository.campaign_figures(conn, [c.campaign_id for c in campaigns])
-    return [_public(c, figures.get(c.campaign_id, (0, 0)), now) for c in campaigns]
+    conn: Connection, *, merchant_id: UUID, now: datetime, limit: int, cursor: str | None
+) -> Page[CampaignPublic]:
+    """The merchant's campaigns, oldest first, with their figures."""
+    after = (
+        None if cursor is None
+        else paging.decode_cursor(cursor, (datetime, UUID), scope="campaigns")
+    )  # fmt: skip
+    views = await repository.campaign_views(
+        conn, merchant_id, now=now, after=after, limit=limit + 1
+    )
+    found = paging.page(
+        views, limit=limit, key=lambda c: (c.created_at, c.campaign_id), scope="campaigns"
+    )
+    return Page[CampaignPublic](
+        items=[CampaignPublic.model_validate(view) for view in found.items],
+        next_cursor=found.next_cursor,
+    )
 
 
 async def end_campaign(
@@ -281,11 +284,11 @@ async def record_action(
         )
     if not _running(campaign, now):
         raise CampaignEnded(f"campaign {campaign.campaign_id} is not running")
-    budget = await repository.find_account(
+    budget = await ledger.find_account(
         conn, kind=AccountKind.CAMPAIGN.value, owner=str(campaign.campaign_id), asset=DATA
     )
     # The budget row's lock serialises the campaign's grants: the check below holds.
-    left = 0 if budget is None else await repository.lock_account(conn, budget)
+    left = 0 if budget is None else await ledger.lock_account(conn, budget)
     if left < sum(amount for _, _, amount in recipients):
         raise BudgetSpent(f"campaign {campaign.campaign_id} has {left} bytes left")
     memo: dict[str, object] = {
@@ -321,24 +324,19 @@ async def record_action(
 
 
 async def check_in_rules(conn: Connection) -> streaks.CheckInRules:
-    cycle, daily, by_day, validity, _ = await repository.check_in_rules(conn)
+    """The rules that decide what a check-in is worth."""
+    row = await repository.check_in_rules(conn)
     return streaks.CheckInRules(
-        cycle_days=cycle,
-        daily_bytes=daily,
-        streak_bytes={int(day): int(amount) for day, amount in by_day.items()},
-        validity_days=validity,
+        cycle_days=row.cycle_days,
+        daily_bytes=row.daily_bytes,
+        streak_bytes={int(day): int(amount) for day, amount in row.streak_bytes.items()},
+        validity_days=row.validity_days,
     )
 
 
 async def check_in_rules_public(conn: Connection) -> CheckInRulesPublic:
-    cycle, daily, by_day, validity, updated = await repository.check_in_rules(conn)
-    return CheckInRulesPublic(
-        cycle_days=cycle,
-        daily_bytes=daily,
-        streak_bytes={int(d): int(a) for d, a in by_day.items()},
-        validity_days=validity,
-        updated_at=updated,
-    )
+    """The check-in rules, as callers see them."""
+    return CheckInRulesPublic.model_validate(await repository.check_in_rules(conn))
 
 
 async def set_check_in_rules(conn: Connection, rules: CheckInRulesUpdate) -> CheckInRulesPublic:
@@ -352,12 +350,12 @@ async def set_check_in_rules(conn: Connection, rules: CheckInRulesUpdate) -> Che
 
 
 async def check_in(
-    conn: Connection, *, app_id: UUID, user_id: UUID, now: datetime
+    conn: Connection, *, app_id: UUID, user_id: UUID, now: datetime, calendar: Calendar
 ) -> CheckInResult:
-    """Check a user in for today (Asia/Shanghai): once a day, streaks earn more."""
+    """Check a user in for today (the calendar's day): once a day, streaks earn more."""
     user = await require_user(conn, user_id)
     rules = await check_in_rules(conn)
-    today = streaks.check_in_day(now)
+    today = streaks.check_in_day(now, calendar)
     previous = await repository.last_check_in(conn, user, before=today)
     streak = streaks.next_streak(
         previous.day if previous else None, previous.streak if previous else 0, today
@@ -412,7 +410,7 @@ async def check_in(
 
 
 async def _lot_expiry(conn: Connection, lot_id: int) -> datetime | None:
-    lots = await repository.lots_by_id(conn, [lot_id])
+    lots = await ledger.lots_by_id(conn, [lot_id])
     return lots[lot_id].expires_at if lot_id in lots else None
 
 

@@ -7,7 +7,16 @@ from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from flowbill.units import MB
 
@@ -33,10 +42,19 @@ class _Command(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _FromRow(BaseModel):
+    """An answer built from a repository row with `model_validate(row)`."""
+
+    # Answers always carry every field, defaulted ones too: the schema says so.
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
+
+
 # --- Operator configuration ---------------------------------------------------------------
 
 
-class DataPrice(BaseModel):
+class DataPrice(_FromRow):
     currency: Currency
     minor_per_100mb: int = Field(description="Minor units (fen for CNY) per 100 MB.")
     updated_at: datetime
@@ -46,7 +64,7 @@ class DataPriceUpdate(_Command):
     minor_per_100mb: int = Field(gt=0, le=10**9, description="Minor units per 100 MB.")
 
 
-class CheckInRulesPublic(BaseModel):
+class CheckInRulesPublic(_FromRow):
     cycle_days: int
     daily_bytes: int
     streak_bytes: dict[int, int] = Field(description="Day of the cycle → bytes on that day.")
@@ -113,7 +131,7 @@ class CampaignCreate(_Command):
         return self
 
 
-class CampaignPublic(BaseModel):
+class CampaignPublic(_FromRow):
     campaign_id: UUID
     name: str
     action: Action
@@ -181,7 +199,7 @@ class CheckInRequest(_Command):
 
 class CheckInResult(BaseModel):
     user_id: UUID
-    day: date = Field(description="The calendar day in Asia/Shanghai.")
+    day: date = Field(description="The calendar day in the billing time zone.")
     streak: int
     data_bytes: int = Field(description="Granted by this call: 0 when already checked in.")
     already_checked_in: bool
@@ -192,13 +210,13 @@ class CheckInResult(BaseModel):
 # --- Users -------------------------------------------------------------------------------
 
 
-class LotPublic(BaseModel):
+class LotPublic(_FromRow):
     lot_id: int
     source: str
     granted_bytes: int
     remaining_bytes: int
     expires_at: datetime
-    expires_on: date = Field(description="The expiry's calendar day in Asia/Shanghai.")
+    expires_on: date = Field(description="The expiry's calendar day in the billing time zone.")
     created_at: datetime
 
 
@@ -208,7 +226,7 @@ class BalancePublic(BaseModel):
     next_expiry: datetime | None
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(_FromRow):
     txn_id: int
     kind: str
     data_bytes: int = Field(description="Signed: credits positive, debits negative.")
@@ -216,7 +234,7 @@ class HistoryEntry(BaseModel):
     memo: dict[str, object]
 
 
-class MerchantDataUse(BaseModel):
+class MerchantDataUse(_FromRow):
     user_id: str
     granted_bytes: int
     used_bytes: int
@@ -227,14 +245,14 @@ class MerchantDataUse(BaseModel):
 # --- Operators: breakage and expiry ------------------------------------------------------
 
 
-class BreakageLine(BaseModel):
-    month: date = Field(description="First day of the month (Asia/Shanghai).")
+class BreakageLine(_FromRow):
+    month: date = Field(description="First day of the month (billing time zone).")
     funder_kind: str = Field(description="merchant (a campaign or pool), or carrier.")
     funder_id: str
     data_bytes: int
 
 
-class ExpiringDay(BaseModel):
+class ExpiringDay(_FromRow):
     day: date
     data_bytes: int
     lots: int
@@ -276,12 +294,17 @@ class CarrierConfig(_Command):
         return self
 
 
-class CarrierPublic(BaseModel):
+class CarrierPublic(_FromRow):
     carrier_id: str
     name: str
     package_mb: list[int]
     min_package_mb: int
     transfer_in: bool
+
+    @field_validator("package_mb")
+    @classmethod
+    def _smallest_first(cls, package_mb: list[int]) -> list[int]:
+        return sorted(package_mb)
 
 
 class TopUpRequest(_Command):
@@ -296,11 +319,13 @@ class TransferInRequest(_Command):
     mb: int = Field(gt=0, le=100 * 1024)
 
 
-class CarrierOrderPublic(BaseModel):
+class CarrierOrderPublic(_FromRow):
     order_id: UUID
     direction: str
     carrier_id: str
-    phone: str = Field(description="Masked.")
+    phone: str = Field(
+        description="Masked.", validation_alias=AliasChoices("phone", "msisdn_masked")
+    )
     data_mb: int
     state: str = Field(
         description="reserved, submitted (waiting for the carrier), confirmed, failed."
@@ -356,7 +381,7 @@ class CatalogueItemUpdate(_Command):
     active: bool | None = None
 
 
-class CatalogueItemPublic(BaseModel):
+class CatalogueItemPublic(_FromRow):
     item_id: UUID
     kind: ItemKind
     name: str
@@ -379,21 +404,19 @@ class ExchangeOrderRequest(_Command):
     )
 
 
-class OrderEvent(BaseModel):
+class OrderEvent(_FromRow):
     state: str
     detail: str | None
     at: datetime
 
 
-class ExchangeOrderPublic(BaseModel):
+class ExchangeOrderPublic(_FromRow):
     order_id: UUID
     item_id: UUID
     quantity: int
     unit_bytes: int
     unit_minor: int
     currency: str
-    total_bytes: int
-    total_minor: int
     state: str = Field(description="placed, paid, fulfilled, failed or refunded.")
     payment_state: str
     fulfilment_state: str
@@ -401,7 +424,18 @@ class ExchangeOrderPublic(BaseModel):
     voucher: str | None
     returned_quantity: int
     created_at: datetime
-    events: list[OrderEvent]
+    # Not a column of the order's row: the service adds the order's events.
+    events: list[OrderEvent] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_bytes(self) -> int:
+        return self.unit_bytes * self.quantity
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_minor(self) -> int:
+        return self.unit_minor * self.quantity
 
 
 class ReturnRequest(_Command):

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flowbill.db import Connection
-from wallet import repository
 from wallet.errors import (
     IdempotencyKeyReused,
     InsufficientBalance,
@@ -26,7 +25,8 @@ from wallet.errors import (
     RefundTooLarge,
     TransactionNotFound,
 )
-from wallet.repository import Leg
+from wallet.repository import ledger as repository
+from wallet.repository.ledger import Leg
 
 DATA = "data"
 PLATFORM = "platform"

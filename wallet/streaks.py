@@ -1,4 +1,4 @@
-"""The check-in tool's rules: calendar days in Asia/Shanghai, streaks and their rewards.
+"""The check-in tool's rules: days of the billing calendar, streaks and their rewards.
 
 Pure functions, no I/O: the service stores check-ins, these decide what each is worth.
 """
@@ -8,11 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
+from flowbill.periods import Calendar
 from flowbill.units import MB
-
-CHECK_IN_ZONE = ZoneInfo("Asia/Shanghai")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +40,11 @@ class CheckInRules:
             raise ValueError("validity_days must be from 1 to 730")
 
 
-def check_in_day(now: datetime) -> date:
-    """The calendar day a check-in at `now` counts for (Asia/Shanghai)."""
+def check_in_day(now: datetime, calendar: Calendar) -> date:
+    """The calendar day a check-in at `now` counts for (in the calendar's zone)."""
     if now.tzinfo is None:
         raise ValueError("now must carry a time zone")
-    return now.astimezone(CHECK_IN_ZONE).date()
+    return calendar.day_of(now)
 
 
 def next_streak(last_day: date | None, last_streak: int, today: date) -> int:

@@ -19,10 +19,11 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
-from flowbill import metrics
+from flowbill import metrics, paging
 from flowbill.db import Connection
+from flowbill.paging import Page
 from flowbill.units import MB
-from wallet import repository, service
+from wallet import service
 from wallet.errors import (
     CarrierNotFound,
     IdempotencyKeyReused,
@@ -31,7 +32,8 @@ from wallet.errors import (
     TransferInUnavailable,
 )
 from wallet.gateways import CarrierGateway, GatewayResult, Outcome
-from wallet.repository import CarrierOrderRow, CarrierRow
+from wallet.repository import carriers as repository
+from wallet.repository.carriers import CarrierOrderRow, CarrierRow
 from wallet.schemas import (
     CarrierConfig,
     CarrierOrderPublic,
@@ -54,42 +56,25 @@ def mask_phone(msisdn: str) -> str:
     return f"{msisdn[:3]}****{msisdn[-4:]}"
 
 
-def _carrier_public(row: CarrierRow) -> CarrierPublic:
-    return CarrierPublic(
-        carrier_id=row.carrier_id,
-        name=row.name,
-        package_mb=sorted(row.package_mb),
-        min_package_mb=row.min_package_mb,
-        transfer_in=row.transfer_in,
-    )
-
-
-def _order_public(row: CarrierOrderRow) -> CarrierOrderPublic:
-    return CarrierOrderPublic(
-        order_id=row.order_id,
-        direction=row.direction,
-        carrier_id=row.carrier_id,
-        phone=row.msisdn_masked,
-        data_mb=row.data_mb,
-        state=row.state,
-        reason=row.reason,
-        lot_id=row.lot_id,
-        created_at=row.created_at,
-        settled_at=row.settled_at,
-    )
-
-
 async def set_carrier(conn: Connection, *, carrier_id: str, config: CarrierConfig) -> CarrierPublic:
     """Add or change a carrier: its packages, the minimum top-up, transfer-in."""
     row = await repository.upsert_carrier(
         conn, carrier_id=carrier_id, name=config.name, package_mb=sorted(config.package_mb),
         min_package_mb=config.min_package_mb, transfer_in=config.transfer_in,
     )  # fmt: skip
-    return _carrier_public(row)
+    return CarrierPublic.model_validate(row)
 
 
-async def carriers(conn: Connection) -> list[CarrierPublic]:
-    return [_carrier_public(row) for row in await repository.list_carriers(conn)]
+async def carriers(conn: Connection, *, limit: int, cursor: str | None) -> Page[CarrierPublic]:
+    """Carriers by id, with the packages they sell."""
+    after = None if cursor is None else paging.decode_cursor(cursor, (str,), scope="carriers")
+    rows = await repository.list_carriers(
+        conn, after=None if after is None else after[0], limit=limit + 1
+    )
+    return paging.page(
+        [CarrierPublic.model_validate(row) for row in rows],
+        limit=limit, key=lambda carrier: (carrier.carrier_id,), scope="carriers",
+    )  # fmt: skip
 
 
 async def _carrier(conn: Connection, carrier_id: str) -> CarrierRow:
@@ -124,7 +109,7 @@ async def request_top_up(
     )  # fmt: skip
     if not created:
         _same_request(order, TOP_UP, body.carrier_id, body.phone, body.package_mb)
-        return _order_public(order), False
+        return CarrierOrderPublic.model_validate(order), False
     spent = await service.spend(
         conn, key=f"carrier-order:{order.order_id}:reserve", user=user,
         data_bytes=body.package_mb * MB, to_kind=AccountKind.IN_FLIGHT,
@@ -137,7 +122,7 @@ async def request_top_up(
     )
     fresh = await repository.get_carrier_order(conn, order.order_id)
     assert fresh is not None
-    return _order_public(fresh), True
+    return CarrierOrderPublic.model_validate(fresh), True
 
 
 async def request_transfer_in(
@@ -153,18 +138,30 @@ async def request_transfer_in(
     )  # fmt: skip
     if not created:
         _same_request(order, TRANSFER_IN, body.carrier_id, body.phone, body.mb)
-    return _order_public(order), created
+    return CarrierOrderPublic.model_validate(order), created
 
 
 async def get_order(conn: Connection, *, user: str, order_id: UUID) -> CarrierOrderPublic:
     order = await repository.get_carrier_order(conn, order_id)
     if order is None or order.user_id != user:
         raise OrderNotFound(f"no carrier order {order_id}")
-    return _order_public(order)
+    return CarrierOrderPublic.model_validate(order)
 
 
-async def orders(conn: Connection, *, user: str, limit: int) -> list[CarrierOrderPublic]:
-    return [_order_public(o) for o in await repository.carrier_orders_of(conn, user, limit=limit)]
+async def orders(
+    conn: Connection, *, user: str, limit: int, cursor: str | None
+) -> Page[CarrierOrderPublic]:
+    """A user's top-ups and transfers-in, newest first."""
+    after = (
+        None if cursor is None
+        else paging.decode_cursor(cursor, (datetime, UUID), scope="carrier-orders")
+    )  # fmt: skip
+    rows = await repository.carrier_orders_of(conn, user, after=after, limit=limit + 1)
+    return paging.page(
+        [CarrierOrderPublic.model_validate(row) for row in rows],
+        limit=limit, key=lambda order: (order.created_at, order.order_id),
+        scope="carrier-orders",
+    )  # fmt: skip
 
 
 async def settle(

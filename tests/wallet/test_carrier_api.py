@@ -74,7 +74,7 @@ async def test_a_top_up_reserves_then_pays_the_carrier_once(
     assert again.json()["state"] == "confirmed"
     assert len(await applied(gateway_url, "top_up", order["order_id"])) == 1
     assert await balance_of(http, wallet) == 20 * MB
-    history = (await http.get("/v1/wallet/history", headers=wallet)).json()
+    history = (await http.get("/v1/wallet/history", headers=wallet)).json()["items"]
     assert (history[0]["kind"], history[0]["data_bytes"]) == ("spend", -100 * MB)
     other = await http.post("/v1/wallet/top-ups", json={**body, "package_mb": 10}, headers=headers)
     assert_problem(other, 409, "idempotency-key-reused")
@@ -106,7 +106,7 @@ async def test_bad_top_ups_are_refused_and_reserve_nothing(
     answer = await http.post("/v1/wallet/top-ups", json=request, headers=idem(wallet))
     assert_problem(answer, status, problem)
     assert await balance_of(http, wallet) == 150 * MB
-    assert (await http.get("/v1/wallet/carrier-orders", headers=wallet)).json() == []
+    assert (await http.get("/v1/wallet/carrier-orders", headers=wallet)).json()["items"] == []
 
 
 @pytest.mark.parametrize(
@@ -194,7 +194,7 @@ async def test_a_late_failure_by_callback_releases_the_reservation(
     assert done["state"] == "failed"
     assert done["reason"]
     assert await balance_of(http, wallet) == 100 * MB
-    lots = (await http.get("/v1/wallet/lots", headers=wallet)).json()
+    lots = (await http.get("/v1/wallet/lots", headers=wallet)).json()["items"]
     assert [lot["remaining_bytes"] for lot in lots] == [100 * MB]
 
 
@@ -229,7 +229,7 @@ async def test_a_transfer_in_credits_a_lot_with_the_carriers_validity(
     done = await settled(http, wallet, path, final={"confirmed", "failed"})
     assert done["state"] == "confirmed", done
     assert await balance_of(http, wallet) == 90 * MB
-    lots = (await http.get("/v1/wallet/lots", headers=wallet)).json()
+    lots = (await http.get("/v1/wallet/lots", headers=wallet)).json()["items"]
     transfer = next(lot for lot in lots if lot["source"] == f"transfer-in:{carrier_id}")
     assert transfer["granted_bytes"] == 80 * MB
     # Beyond what is left of the plan: refused by the carrier, nothing credited.

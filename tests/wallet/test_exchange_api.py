@@ -99,7 +99,7 @@ async def test_a_declined_payment_refunds_the_data_and_the_stock(
     assert "declined" in str(done["reason"])
     assert [e["state"] for e in done["events"]] == ["placed", "failed", "refunded"]
     assert await balance_of(http, wallet) == 100 * MB
-    catalogue = (await http.get("/v1/wallet/catalogue", headers=wallet)).json()
+    catalogue = (await http.get("/v1/wallet/catalogue", headers=wallet)).json()["items"]
     assert next(i for i in catalogue if i["item_id"] == item["item_id"])["stock"] == 5
 
 
@@ -177,7 +177,7 @@ async def test_merchant_goods_are_fulfilled_by_the_merchant_and_returned_in_part
     paid = await settled(http, wallet, order_path(placed), final={"paid", *FINAL})
     assert paid["state"] == "paid"
     order_id = placed.json()["order_id"]
-    mine = (await http.get("/v1/merchant/exchange-orders", headers=shop.merchant)).json()
+    mine = (await http.get("/v1/merchant/exchange-orders", headers=shop.merchant)).json()["items"]
     assert [o["order_id"] for o in mine] == [order_id]
     rival = await Shop(http, settings).open()
     stolen = await http.post(

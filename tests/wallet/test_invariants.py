@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from flowbill.db import Connection
 from flowbill.units import MB
-from wallet import repository, service, withdrawals
+from wallet import service, withdrawals
 from wallet.errors import InsufficientBalance, RefundTooLarge
 from wallet.gateways import GatewayResult, Outcome
+from wallet.repository import carriers
 from wallet.schemas import CarrierConfig, TopUpRequest
 from wallet.service import AccountKind
 
@@ -109,7 +110,7 @@ async def test_every_byte_is_granted_spent_withdrawn_exchanged_refunded_or_expir
                     top_ups.append(order.order_id)
                 elif op[0] == "answer" and top_ups:
                     order_id = top_ups[op[1] % len(top_ups)]
-                    before = await repository.get_carrier_order(conn, order_id)
+                    before = await carriers.get_carrier_order(conn, order_id)
                     after = await withdrawals.settle(
                         conn, order_id=order_id, result=GatewayResult(op[2], reason="x"), now=now
                     )
@@ -148,7 +149,7 @@ async def test_every_byte_is_granted_spent_withdrawn_exchanged_refunded_or_expir
         assert moves.get("grant", 0) == granted
         reserved = sum(
             o.data_mb * MB
-            for o in [await repository.get_carrier_order(conn, i) for i in top_ups]
+            for o in [await carriers.get_carrier_order(conn, i) for i in top_ups]
             if o is not None
         )
         assert -moves.get("spend", 0) == exchanged + reserved

@@ -115,7 +115,7 @@ async def test_a_repeated_key_returns_the_first_order_and_takes_once(
     firsts = {json.dumps(a.json(), sort_keys=True) for a in answers}
     assert len(firsts) == 1, firsts
     assert await balance_of(http, wallet) == 9 * MB
-    catalogue = (await http.get("/v1/wallet/catalogue", headers=wallet)).json()
+    catalogue = (await http.get("/v1/wallet/catalogue", headers=wallet)).json()["items"]
     assert next(i for i in catalogue if i["item_id"] == item["item_id"])["stock"] == 9
     other = await http.post(
         "/v1/wallet/exchange-orders", json={**body, "quantity": 2}, headers=headers
@@ -157,7 +157,7 @@ async def test_a_refusal_writes_nothing(
     assert await balance_of(http, wallet) == 19 * MB
     _, empty = await driver(settings)
     assert_problem(await order(http, empty, scarce), 409, "insufficient-balance")
-    catalogue = (await http.get("/v1/wallet/catalogue", headers=wallet)).json()
+    catalogue = (await http.get("/v1/wallet/catalogue", headers=wallet)).json()["items"]
     assert next(i for i in catalogue if i["item_id"] == scarce["item_id"])["stock"] == 1
     placed = await order(http, wallet, by_carrier, carrier_id=carrier_id)
     assert placed.status_code == 202, placed.text
@@ -177,7 +177,7 @@ async def test_stock_holds_under_concurrent_orders_of_many_users(
     assert {a.json()["type"].rsplit("/", 1)[1] for a in answers if a.status_code == 409} == {
         "out-of-stock"
     }
-    catalogue = (await http.get("/v1/wallet/catalogue", headers=wallets[0])).json()
+    catalogue = (await http.get("/v1/wallet/catalogue", headers=wallets[0])).json()["items"]
     assert next(i for i in catalogue if i["item_id"] == item["item_id"])["stock"] == 0
     spent = [await balance_of(http, wallet) for wallet in wallets]
     assert sorted(spent) == [4 * MB] * 5 + [5 * MB] * 7

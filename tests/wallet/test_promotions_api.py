@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from flowbill.db import Connection
+from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from flowbill.units import MB
 from tenants.schemas import Role
@@ -19,6 +20,9 @@ from tests.wallet.factories import Shop, balance_of, driver, idem
 from wallet import promotions, service
 from wallet.errors import NoCheckInFunding
 from wallet.schemas import CampaignCreate
+
+# The streak tests count days as Shanghai does (midnight is 16:00 UTC).
+SHANGHAI = Calendar.of(time_zone="Asia/Shanghai", closing_days=3)
 
 
 async def test_a_merchant_buys_data_at_the_platform_price(
@@ -94,7 +98,7 @@ async def test_an_action_event_grants_once_however_often_it_arrives(
     assert {d.json()["rewards"][0]["lot_id"] for d in deliveries} != {None}
     assert len({d.json()["rewards"][0]["lot_id"] for d in deliveries}) == 1
     assert await balance_of(http, wallet) == 10 * MB
-    lots = (await http.get("/v1/wallet/lots", headers=wallet)).json()
+    lots = (await http.get("/v1/wallet/lots", headers=wallet)).json()["items"]
     assert len(lots) == 1
     assert lots[0]["source"] == f"campaign:{campaign['campaign_id']}"
     expires = datetime.fromisoformat(lots[0]["expires_at"])
@@ -231,7 +235,7 @@ async def test_a_campaign_larger_than_the_pool_is_refused(
     body = {"name": "x", "action": "purchase", "bytes_per_action": MB, "budget_bytes": 101 * MB}
     answer = await http.post("/v1/merchant/campaigns", json=body, headers=idem(shop.merchant))
     assert_problem(answer, 409, "insufficient-balance")
-    assert (await http.get("/v1/merchant/campaigns", headers=shop.merchant)).json() == []
+    assert (await http.get("/v1/merchant/campaigns", headers=shop.merchant)).json()["items"] == []
 
 
 async def test_checking_in_twice_a_day_grants_once(
@@ -253,7 +257,7 @@ async def test_checking_in_twice_a_day_grants_once(
     assert {a.json()["streak"] for a in answers} == {1}
     assert answers[0].json()["tomorrow_bytes"] == MB
     assert await balance_of(http, wallet) == MB
-    history = (await http.get("/v1/wallet/history", headers=wallet)).json()
+    history = (await http.get("/v1/wallet/history", headers=wallet)).json()["items"]
     assert [(h["kind"], h["data_bytes"]) for h in history] == [("grant", MB)]
     assert history[0]["memo"]["streak"] == 1
 
@@ -278,7 +282,7 @@ async def test_streaks_earn_more_and_restart_after_a_missed_day(
     for day in days:
         result = await promotions.check_in(
             conn, app_id=uuid.UUID(app_id), user_id=uuid.UUID(user_id),
-            now=start + timedelta(days=day),
+            now=start + timedelta(days=day), calendar=SHANGHAI,
         )  # fmt: skip
         granted.append((result.streak, result.data_bytes // MB))
     assert granted == [
@@ -289,10 +293,10 @@ async def test_streaks_earn_more_and_restart_after_a_missed_day(
     late = datetime(2026, 12, 14, 15, 30, tzinfo=UTC)
     early = datetime(2026, 12, 13, 16, 30, tzinfo=UTC)
     first = await promotions.check_in(
-        conn, app_id=uuid.UUID(app_id), user_id=uuid.UUID(user_id), now=early
+        conn, app_id=uuid.UUID(app_id), user_id=uuid.UUID(user_id), now=early, calendar=SHANGHAI
     )
     second = await promotions.check_in(
-        conn, app_id=uuid.UUID(app_id), user_id=uuid.UUID(user_id), now=late
+        conn, app_id=uuid.UUID(app_id), user_id=uuid.UUID(user_id), now=late, calendar=SHANGHAI
     )
     assert (first.day, first.already_checked_in) == (second.day, False)
     assert second.already_checked_in is True
@@ -308,7 +312,7 @@ async def test_check_in_without_a_funding_campaign_is_refused(
     with pytest.raises(NoCheckInFunding):
         await promotions.check_in(
             conn, app_id=uuid.UUID(app_id), user_id=uuid.UUID(user_id),
-            now=datetime(2020, 1, 1, tzinfo=UTC),
+            now=datetime(2020, 1, 1, tzinfo=UTC), calendar=SHANGHAI,
         )  # fmt: skip
 
 
@@ -319,7 +323,7 @@ async def test_a_merchant_sees_who_used_its_data_and_the_books_balance(
     campaign = await shop.campaign()
     user, _ = await driver(settings)
     assert (await shop.event(campaign, user)).status_code == 200
-    use = (await http.get("/v1/merchant/data-use", headers=shop.merchant)).json()
+    use = (await http.get("/v1/merchant/data-use", headers=shop.merchant)).json()["items"]
     assert use == [
         {"user_id": user, "granted_bytes": 10 * MB, "used_bytes": 0, "expired_bytes": 0,
          "remaining_bytes": 10 * MB}

@@ -51,7 +51,7 @@ async def assert_wallet_matches_api(
     balance = await api(http, headers, "/v1/wallet")
     assert int(await page.attribute("#balance", "data-bytes")) == balance["data_bytes"]
     assert await page.text("#balance") == mb(balance["data_bytes"])
-    lots = await api(http, headers, "/v1/wallet/lots")
+    lots = (await api(http, headers, "/v1/wallet/lots"))["items"]
     shown = [
         (int(await page.call(li.get_attribute, "data-lot-id") or 0),
          int(await page.call(li.get_attribute, "data-bytes") or 0),
@@ -59,7 +59,7 @@ async def assert_wallet_matches_api(
         for li in await page.all("#lots li")
     ]  # fmt: skip
     assert shown == [(lot["lot_id"], lot["remaining_bytes"], lot["expires_on"]) for lot in lots]
-    history = await api(http, headers, "/v1/wallet/history?limit=20")
+    history = (await api(http, headers, "/v1/wallet/history?limit=20"))["items"]
     rows = await page.all("#history tbody tr")
     assert [int(await page.call(r.get_attribute, "data-txn-id") or 0) for r in rows] == [
         h["txn_id"] for h in history

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from api.deps import AppCaller, ConnDep
+from api.deps import AppCaller, ConnDep, SettingsDep
+from flowbill.periods import Calendar
 from wallet import promotions
 from wallet.schemas import CheckInRequest, CheckInResult, CheckInRulesPublic
 
@@ -14,16 +15,19 @@ router = APIRouter(prefix="/v1/check-ins", tags=["check-in"])
 
 
 @router.post("")
-async def check_in(conn: ConnDep, caller: AppCaller, body: CheckInRequest) -> CheckInResult:
-    """Check a user in for today (Asia/Shanghai).
+async def check_in(
+    conn: ConnDep, settings: SettingsDep, caller: AppCaller, body: CheckInRequest
+) -> CheckInResult:
+    """Check a user in for today (a calendar day in the billing time zone).
 
     The first check-in of a day grants data from merchants' check-in campaigns (never from
     the app); a second one the same day grants nothing (`already_checked_in: true`). Days in
     a row earn more, a missed day restarts the streak.
     """
     return await promotions.check_in(
-        conn, app_id=caller.tenant_id, user_id=body.user_id, now=datetime.now(UTC)
-    )
+        conn, app_id=caller.tenant_id, user_id=body.user_id, now=datetime.now(UTC),
+        calendar=Calendar.from_settings(settings),
+    )  # fmt: skip
 
 
 @router.get("/rules")

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -35,7 +34,8 @@ from billing import coverage, usage_views
 from billing.usage_views import SimMonth
 from flowbill.db import Connection
 from flowbill.errors import FlowbillError, InvalidInput
-from flowbill.periods import month_of, next_month, parse_period
+from flowbill.paging import MAX_LIMIT
+from flowbill.periods import Calendar, next_month, parse_period
 from flowbill.settings import Settings
 from flowbill.units import MB
 from sponsors import service as sponsors
@@ -67,8 +67,8 @@ class VehicleView:
     sims: list[SimView]
 
 
-def _month(text: str | None, zone: ZoneInfo) -> date:
-    current = month_of(datetime.now(UTC), zone)
+def _month(text: str | None, calendar: Calendar) -> date:
+    current = calendar.period_of(datetime.now(UTC))
     if not text:
         return current
     try:
@@ -138,8 +138,8 @@ async def _page(
     notice: str | None = None,
 ) -> HTMLResponse:
     t = pages.translator(request, settings)
-    zone = ZoneInfo(settings.billing_time_zone)
-    month = _month(month_text, zone)
+    calendar = Calendar.from_settings(settings)
+    month = _month(month_text, calendar)
     user = str(session.tenant_id)
     now = datetime.now(UTC)
     vehicles = await _vehicles(conn, session, t, month=month, only=only)
@@ -150,14 +150,20 @@ async def _page(
         "session": session,
         "month": month,
         "previous_month": _previous(month),
-        "next_month": next_month(month) if next_month(month) <= month_of(now, zone) else None,
+        "next_month": next_month(month) if next_month(month) <= calendar.period_of(now) else None,
         "vehicles": vehicles,
         "only": only,
         "balance": await reports.balance(conn, user=user, now=now),
-        "lots": await reports.lots(conn, user=user, now=now, within=None),
-        "history": await reports.history(conn, user=user, before_txn=None, limit=HISTORY_LINES),
-        "carriers": await withdrawals.carriers(conn),
-        "items": await exchange.catalogue(conn),
+        # The page shows the first page of each list: the newest history lines, and lots,
+        # carriers and items as far as anyone holds or sells them.
+        "lots": (
+            await reports.lots(
+                conn, user=user, now=now, calendar=calendar, limit=MAX_LIMIT, cursor=None
+            )
+        ).items,
+        "history": (await reports.history(conn, user=user, limit=HISTORY_LINES, cursor=None)).items,
+        "carriers": (await withdrawals.carriers(conn, limit=MAX_LIMIT, cursor=None)).items,
+        "items": (await exchange.catalogue(conn, limit=MAX_LIMIT, cursor=None)).items,
         "form_key": secrets.token_hex(16),
         "problem": problem,
         "posted": posted or {},
@@ -182,9 +188,9 @@ async def _notice(conn: Connection, t: Translator, user: str, request: Request) 
             return t("done_top_up", mb=order.data_mb, phone=order.phone, state=order.state)
         if redeemed := request.query_params.get("redeemed"):
             placed = await exchange.get_order(conn, order_id=UUID(redeemed), user=user)
-            names = {i.item_id: i.name for i in await exchange.catalogue(conn, active_only=False)}
+            item = await exchange.item(conn, placed.item_id)
             return t(
-                "done_redeem", quantity=placed.quantity, name=names.get(placed.item_id, "?"),
+                "done_redeem", quantity=placed.quantity, name=item.name,
                 amount=t.mb(placed.total_bytes), state=placed.state,
             )  # fmt: skip
     except (ValueError, FlowbillError):

@@ -24,7 +24,10 @@ from api.deps import (
     providers,
     statement_connection,
 )
+from api.params import Cursor, Limit
 from flowbill.db import Connection
+from flowbill.paging import DEFAULT_LIMIT, Page
+from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from wallet import exchange, reports, withdrawals
 from wallet.gateways import HttpGateways
@@ -44,8 +47,6 @@ from wallet.schemas import (
 
 router = APIRouter(prefix="/v1/wallet", tags=["wallet"])
 
-Limit = Annotated[int, Query(ge=1, le=500)]
-
 
 @router.get("")
 async def balance(conn: ConnDep, caller: DriverCaller) -> BalancePublic:
@@ -56,36 +57,34 @@ async def balance(conn: ConnDep, caller: DriverCaller) -> BalancePublic:
 @router.get("/lots")
 async def lots(
     conn: ConnDep,
+    settings: SettingsDep,
     caller: DriverCaller,
     expiring_within_days: Annotated[int | None, Query(ge=1, le=730)] = None,
-) -> list[LotPublic]:
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[LotPublic]:
     """Your lots of data, earliest expiry first ("50 MB expire on 31 Dec")."""
     within = None if expiring_within_days is None else timedelta(days=expiring_within_days)
     return await reports.lots(
-        conn, user=str(caller.tenant_id), now=datetime.now(UTC), within=within
-    )
+        conn, user=str(caller.tenant_id), now=datetime.now(UTC), within=within,
+        calendar=Calendar.from_settings(settings), limit=limit, cursor=cursor,
+    )  # fmt: skip
 
 
 @router.get("/history")
 async def history(
-    conn: ConnDep,
-    caller: DriverCaller,
-    before_txn: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-    limit: Limit = 50,
-) -> list[HistoryEntry]:
-    """Every grant, check-in, top-up, exchange, refund and expiry of your wallet, newest first.
-
-    Page with `before_txn` set to the last `txn_id` you received.
-    """
-    return await reports.history(
-        conn, user=str(caller.tenant_id), before_txn=before_txn, limit=limit
-    )
+    conn: ConnDep, caller: DriverCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[HistoryEntry]:
+    """Every grant, check-in, top-up, exchange, refund and expiry of your wallet, newest first."""
+    return await reports.history(conn, user=str(caller.tenant_id), limit=limit, cursor=cursor)
 
 
 @router.get("/carriers")
-async def carriers(conn: ConnDep, _: DriverCaller) -> list[CarrierPublic]:
+async def carriers(
+    conn: ConnDep, _: DriverCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[CarrierPublic]:
     """Carriers, the data packages they sell and their minimum top-up."""
-    return await withdrawals.carriers(conn)
+    return await withdrawals.carriers(conn, limit=limit, cursor=cursor)
 
 
 def _submit_after_response(
@@ -157,10 +156,10 @@ async def transfer_in(
 
 @router.get("/carrier-orders")
 async def carrier_orders(
-    conn: ConnDep, caller: DriverCaller, limit: Limit = 50
-) -> list[CarrierOrderPublic]:
+    conn: ConnDep, caller: DriverCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[CarrierOrderPublic]:
     """Your top-ups and transfers-in, newest first."""
-    return await withdrawals.orders(conn, user=str(caller.tenant_id), limit=limit)
+    return await withdrawals.orders(conn, user=str(caller.tenant_id), limit=limit, cursor=cursor)
 
 
 @router.get("/carrier-orders/{order_id}")
@@ -170,9 +169,11 @@ async def carrier_order(conn: ConnDep, caller: DriverCaller, order_id: UUID) -> 
 
 
 @router.get("/catalogue")
-async def catalogue(conn: ConnDep, _: DriverCaller) -> list[CatalogueItemPublic]:
-    """What wallet data can be exchanged for."""
-    return await exchange.catalogue(conn)
+async def catalogue(
+    conn: ConnDep, _: DriverCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[CatalogueItemPublic]:
+    """What wallet data can be exchanged for, by kind and name."""
+    return await exchange.catalogue(conn, limit=limit, cursor=cursor)
 
 
 @router.post("/exchange-orders", status_code=status.HTTP_202_ACCEPTED)
@@ -210,10 +211,10 @@ async def place_order(
 
 @router.get("/exchange-orders")
 async def exchange_orders(
-    conn: ConnDep, caller: DriverCaller, limit: Limit = 50
-) -> list[ExchangeOrderPublic]:
+    conn: ConnDep, caller: DriverCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[ExchangeOrderPublic]:
     """Your exchange orders, newest first."""
-    return await exchange.orders(conn, user=str(caller.tenant_id), limit=limit)
+    return await exchange.orders(conn, user=str(caller.tenant_id), limit=limit, cursor=cursor)
 
 
 @router.get("/exchange-orders/{order_id}")

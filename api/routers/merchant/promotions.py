@@ -4,10 +4,9 @@ who used the data they paid for, and fulfil orders of their goods in the exchang
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, BackgroundTasks, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Response, status
 
 from api.deps import (
     ConnDep,
@@ -20,6 +19,8 @@ from api.deps import (
     ledger_key,
     providers,
 )
+from api.params import Cursor, Limit
+from flowbill.paging import DEFAULT_LIMIT, Page
 from tenants import service as tenants
 from tenants.errors import TenantNotFound
 from tenants.schemas import Role
@@ -67,10 +68,12 @@ async def create_campaign(
 
 
 @router.get("/campaigns")
-async def list_campaigns(conn: ConnDep, caller: MerchantCaller) -> list[CampaignPublic]:
+async def list_campaigns(
+    conn: ConnDep, caller: MerchantCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[CampaignPublic]:
     """Your campaigns, oldest first, with the budget left."""
     return await promotions.list_campaigns(
-        conn, merchant_id=caller.tenant_id, now=datetime.now(UTC)
+        conn, merchant_id=caller.tenant_id, now=datetime.now(UTC), limit=limit, cursor=cursor
     )
 
 
@@ -109,23 +112,21 @@ async def revoke_partner(conn: ConnDep, caller: MerchantCaller, partner_id: UUID
 
 @router.get("/data-use")
 async def data_use(
-    conn: ConnDep,
-    caller: MerchantCaller,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> list[MerchantDataUse]:
-    """Who received your data, and how much of it they used, let expire, or still hold."""
+    conn: ConnDep, caller: MerchantCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[MerchantDataUse]:
+    """Who received your data, by user, and how much of it they used, let expire, or still
+    hold."""
     return await reports.merchant_data_use(
-        conn, merchant_id=caller.tenant_id, limit=limit, offset=offset
+        conn, merchant_id=caller.tenant_id, limit=limit, cursor=cursor
     )
 
 
 @router.get("/exchange-orders")
 async def exchange_orders(
-    conn: ConnDep, caller: MerchantCaller, limit: Annotated[int, Query(ge=1, le=500)] = 50
-) -> list[ExchangeOrderPublic]:
+    conn: ConnDep, caller: MerchantCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[ExchangeOrderPublic]:
     """Orders for your goods in the exchange, newest first."""
-    return await exchange.orders(conn, merchant_id=caller.tenant_id, limit=limit)
+    return await exchange.orders(conn, merchant_id=caller.tenant_id, limit=limit, cursor=cursor)
 
 
 @router.post("/exchange-orders/{order_id}/fulfilment")

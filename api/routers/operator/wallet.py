@@ -10,7 +10,10 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query, status
 
 from api.deps import ConnDep, GatewaysDep, OperatorCaller, PoolDep, SettingsDep, providers
+from api.params import Cursor, Limit
 from flowbill.errors import InvalidInput
+from flowbill.paging import DEFAULT_LIMIT, Page
+from flowbill.periods import Calendar
 from wallet import exchange, promotions, reports, service, withdrawals
 from wallet.schemas import (
     BooksReport,
@@ -35,9 +38,11 @@ router = APIRouter(prefix="/v1/operator/wallet", tags=["operator"])
 
 
 @router.get("/prices")
-async def prices(conn: ConnDep, _: OperatorCaller) -> list[DataPrice]:
+async def prices(
+    conn: ConnDep, _: OperatorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[DataPrice]:
     """The wholesale price merchants pay for data, per currency."""
-    return await promotions.data_prices(conn)
+    return await promotions.data_prices(conn, limit=limit, cursor=cursor)
 
 
 @router.put("/prices/{currency}")
@@ -77,24 +82,36 @@ async def ledger_check(conn: ConnDep, _: OperatorCaller) -> BooksReport:
 @router.get("/breakage")
 async def breakage(
     conn: ConnDep,
+    settings: SettingsDep,
     _: OperatorCaller,
-    since: Annotated[date, Query(description="First day (Asia/Shanghai), inclusive.")],
-    until: Annotated[date, Query(description="Last day (Asia/Shanghai), exclusive.")],
-) -> list[BreakageLine]:
+    since: Annotated[date, Query(description="First day (billing time zone), inclusive.")],
+    until: Annotated[date, Query(description="Last day (billing time zone), exclusive.")],
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[BreakageLine]:
     """Data that expired unused (or came back after its lot expired), per month and funder."""
     if until <= since or (until - since).days > 3660:
         raise InvalidInput("until must be after since, at most ten years later")
-    return await reports.breakage(conn, since=since, until=until)
+    return await reports.breakage(
+        conn, since=since, until=until, calendar=Calendar.from_settings(settings), limit=limit,
+        cursor=cursor,
+    )  # fmt: skip
 
 
 @router.get("/expiring")
 async def expiring(
     conn: ConnDep,
+    settings: SettingsDep,
     _: OperatorCaller,
     within_days: Annotated[int, Query(ge=1, le=730)] = 30,
-) -> list[ExpiringDay]:
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[ExpiringDay]:
     """Data in users' wallets that expires within the coming days, per day."""
-    return await reports.expiring(conn, now=datetime.now(UTC), within=timedelta(days=within_days))
+    return await reports.expiring(
+        conn, now=datetime.now(UTC), within=timedelta(days=within_days),
+        calendar=Calendar.from_settings(settings), limit=limit, cursor=cursor,
+    )  # fmt: skip
 
 
 @router.post("/expiry-sweeps")
@@ -104,9 +121,11 @@ async def sweep(conn: ConnDep, _: OperatorCaller) -> SweepResult:
 
 
 @router.get("/carriers")
-async def carriers(conn: ConnDep, _: OperatorCaller) -> list[CarrierPublic]:
+async def carriers(
+    conn: ConnDep, _: OperatorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[CarrierPublic]:
     """Carriers and their packages."""
-    return await withdrawals.carriers(conn)
+    return await withdrawals.carriers(conn, limit=limit, cursor=cursor)
 
 
 @router.put("/carriers/{carrier_id}")
@@ -121,9 +140,11 @@ async def set_carrier(
 
 
 @router.get("/catalogue")
-async def catalogue(conn: ConnDep, _: OperatorCaller) -> list[CatalogueItemPublic]:
-    """Every catalogue item, withdrawn ones included."""
-    return await exchange.catalogue(conn, active_only=False)
+async def catalogue(
+    conn: ConnDep, _: OperatorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[CatalogueItemPublic]:
+    """Every catalogue item, withdrawn ones included, by kind and name."""
+    return await exchange.catalogue(conn, active_only=False, limit=limit, cursor=cursor)
 
 
 @router.post("/catalogue", status_code=status.HTTP_201_CREATED)
