@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.deps import ConnDep, DriverCaller, SettingsDep
-from billing import statements
-from billing.statement_schemas import DriverStatement
+from billing.documents import statements
+from billing.documents.schemas import DriverStatement
 from flowbill.periods import Calendar
 
 router = APIRouter(prefix="/v1/driver/statements", tags=["driver"])
