@@ -177,9 +177,23 @@ class DriverStatement(BaseModel):
 # --- Invoices and credit notes ------------------------------------------------------------
 
 
-class InvoiceLinePublic(_FromRow):
+class _DocumentLine(_FromRow):
+    """A line of an issued document: its amount in minor units, and as a decimal string in major
+    units of the document's currency."""
+
     line_no: int
     line_id: str
+    amount_minor: int
+    # The document's currency, which the document states once: it only formats `amount`.
+    currency: str = Field(exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def amount(self) -> str:
+        return format_major(self.amount_minor, self.currency)
+
+
+class InvoiceLinePublic(_DocumentLine):
     policy_id: int
     policy_name: str
     terms_from: datetime
@@ -192,15 +206,7 @@ class InvoiceLinePublic(_FromRow):
     rated_bytes: int
     mb: Decimal
     unit_price: Decimal
-    amount_minor: int
-    # The invoice's currency, which the invoice states once: it only formats `amount`.
-    currency: str = Field(exclude=True)
     credited_minor: int = Field(description="Credited on this line by credit notes so far.")
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def amount(self) -> str:
-        return format_major(self.amount_minor, self.currency)
 
 
 class InvoiceSummary(_FromRow):
@@ -247,17 +253,8 @@ class CreditNoteCreate(_Command):
         return self
 
 
-class CreditNoteLinePublic(_FromRow):
-    line_no: int
-    line_id: str
-    amount_minor: int
-    # The credit note's currency, which the note states once: it only formats `amount`.
-    currency: str = Field(exclude=True)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def amount(self) -> str:
-        return format_major(self.amount_minor, self.currency)
+class CreditNoteLinePublic(_DocumentLine):
+    """What a credit note takes off one of the invoice's lines."""
 
 
 class CreditNotePublic(_FromRow):
