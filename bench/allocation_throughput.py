@@ -22,8 +22,8 @@ from pathlib import Path
 
 from throwaway_stack import fresh_stack, machine
 
-from billing import repository as billing_repository
-from billing.run import AllocationRun
+from billing.allocation import repository as billing_repository
+from billing.allocation.batches import AllocationRun
 from devstack import localstack
 from flowbill import db
 from flowbill.settings import Settings

@@ -255,7 +255,7 @@ def _serve_metrics(settings: Settings, port: int) -> None:
 
 
 def _cmd_bill(args: argparse.Namespace) -> int:
-    from billing import runner
+    from billing.allocation import worker as runner
 
     allocated = _run(
         runner.run(get_settings(), once=args.once, metrics_port=args.metrics_port or None)

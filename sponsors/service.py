@@ -544,3 +544,33 @@ async def catalogue_apps(conn: Connection) -> list[tuple[str, str]]:
 async def fitted_sims(conn: Connection, *, after: str | None, limit: int) -> list[str]:
     """Every SIM fitted to a vehicle, by ICCID, a page at a time."""
     return await repository.fitted_sims(conn, after=after, limit=limit)
+
+
+# --- What billing's documents read -------------------------------------------------------------
+
+
+async def terms_prices(
+    conn: Connection, policy_ids: list[int]
+) -> dict[tuple[int, datetime], tuple[str, str, Decimal]]:
+    """(policy, terms' effective_from) → (policy name, currency, unit price per MB) of every
+    version of these policies' terms: what a sponsor's statement line is priced with."""
+    owners = {}
+    for policy_id in sorted(set(policy_ids)):
+        found = await repository.policy(conn, policy_id)
+        if found is not None:
+            owners[policy_id] = found
+    if not owners:
+        return {}
+    return {
+        (t.policy_id, t.effective_from): (
+            owners[t.policy_id].name,
+            owners[t.policy_id].currency,
+            t.unit_price,
+        )
+        for t in await repository.terms_of(conn, sorted(owners))
+    }
+
+
+async def policy_currencies(conn: Connection, sponsor_id: UUID) -> list[str]:
+    """The currencies of a sponsor's policies, each once, in order."""
+    return sorted({p.currency for p in await repository.policies_of(conn, sponsor_id)})

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from billing import runner
+from billing.allocation import worker
 from flowbill.settings import Settings
 from flowbill.units import MB
 from ingest import mqtt_session
@@ -169,4 +169,4 @@ async def reports_of(conn: psycopg.AsyncConnection, iccid: str) -> int:
 
 async def bill(settings: Settings, **overrides: object) -> int:
     """One allocation run until nothing is left, as `flowbill bill --once` does."""
-    return await runner.run(settings.model_copy(update=overrides), once=True)
+    return await worker.run(settings.model_copy(update=overrides), once=True)

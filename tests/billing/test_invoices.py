@@ -13,16 +13,17 @@ import httpx
 import psycopg
 import pytest
 
-from billing import invoices, statements
-from billing.errors import MixedCurrencies, PeriodNotClosable
-from billing.statement_schemas import CreditLineCreate, CreditNoteCreate
+from billing.documents import invoices, statements
+from billing.documents.errors import MixedCurrencies, PeriodNotClosable
+from billing.documents.schemas import CreditLineCreate, CreditNoteCreate
 from flowbill.db import Connection
+from flowbill.paging import InvalidCursor
 from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing import statement_factories as f
-from tests.conftest import assert_problem, bearer, make_tenant
+from tests.conftest import assert_problem, bearer, make_tenant, walk_pages
 
 CALENDAR = Calendar.of(time_zone="Asia/Shanghai", closing_days=3)
 
@@ -100,7 +101,7 @@ async def test_closing_issues_one_invoice_copied_from_the_statement(
 
     # The sponsor reads it; nobody else does.
     mine = await http.get("/v1/sponsor/invoices", headers=headers)
-    assert [i["number"] for i in mine.json()] == [invoice["number"]]
+    assert [i["number"] for i in mine.json()["items"]] == [invoice["number"]]
     own = await http.get(f"/v1/sponsor/invoices/{invoice['number']}", headers=headers)
     assert own.json() == invoice
     _, stranger_key = await make_tenant(settings, role=Role.SPONSOR)
@@ -108,13 +109,15 @@ async def test_closing_issues_one_invoice_copied_from_the_statement(
     for path in ("", "/credit-notes"):
         peek = await http.get(f"/v1/sponsor/invoices/{invoice['number']}{path}", headers=stranger)
         assert_problem(peek, 404, "invoice-not-found")
-    assert (await http.get("/v1/sponsor/invoices", headers=stranger)).json() == []
+    assert (await http.get("/v1/sponsor/invoices", headers=stranger)).json() == {
+        "items": [], "next_cursor": None
+    }  # fmt: skip
     bad = await http.get("/v1/sponsor/invoices/FB-2026-12x", headers=headers)
     assert_problem(bad, 422, "invalid-input")
     listed = await http.get(
         "/v1/operator/billing/invoices", params={"sponsor_id": sponsor_id}, headers=operator
     )
-    assert [i["number"] for i in listed.json()] == [invoice["number"]]
+    assert [i["number"] for i in listed.json()["items"]] == [invoice["number"]]
 
     # Usage booked in the month afterwards (which the run never does) changes the statement,
     # never the invoice.
@@ -341,7 +344,9 @@ async def test_credit_notes_never_exceed_what_is_left(
     assert [ln["credited_minor"] for ln in seen["lines"]] == [300, 200]
     notes = await http.get(f"/v1/sponsor/invoices/{invoice['number']}/credit-notes",
                            headers=headers)  # fmt: skip
-    assert [n["number"] for n in notes.json()] == [note["number"], second.json()["number"]]
+    assert [n["number"] for n in notes.json()["items"]] == [
+        note["number"], second.json()["number"]
+    ]  # fmt: skip
     own = await http.get(f"/v1/sponsor/credit-notes/{note['number']}", headers=headers)
     assert own.json() == note
     _, stranger = await make_tenant(settings, role=Role.SPONSOR)
@@ -352,6 +357,72 @@ async def test_credit_notes_never_exceed_what_is_left(
     )
     taken = sorted(int(str(row[0]).rsplit("-", 1)[1]) for row in await cur.fetchall())
     assert taken == list(range(1, len(taken) + 1))
+
+
+async def test_invoices_and_credit_notes_page_through(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str
+) -> None:
+    operator = bearer(operator_key)
+    months = ["2024-01", "2024-02", "2024-03", "2024-04", "2024-05"]
+    sponsor_id, headers = await _sponsor(settings, period=date(2024, 1, 1))
+    issued = []
+    for month in months:
+        closed = await http.post(_close_url(sponsor_id, month), headers=_idem(operator))
+        assert closed.status_code == 201, closed.text
+        issued.append(closed.json())
+    newest_first = [i["number"] for i in reversed(issued)]
+    _, sponsor_key = headers["Authorization"].split(" ", 1)
+    for key, path, params in (
+        (sponsor_key, "/v1/sponsor/invoices", {}),
+        (operator_key, "/v1/operator/billing/invoices", {"sponsor_id": sponsor_id}),
+    ):
+        pages = await walk_pages(http, path, key=key, limit=2, params=params)
+        assert [len(page) for page in pages] == [2, 2, 1]
+        assert [i["number"] for page in pages for i in page] == newest_first
+        assert pages[-1][-1] == {
+            k: v for k, v in issued[0].items() if k not in ("lines", "time_zone")
+        }
+    one_month = await walk_pages(http, "/v1/sponsor/invoices", key=sponsor_key, limit=2,
+                                 params={"period": "2024-03"})  # fmt: skip
+    assert [i["number"] for page in one_month for i in page] == [issued[2]["number"]]
+
+    # Five credit notes of the first month's invoice (its first line has 200 fen).
+    invoice = issued[0]["number"]
+    notes = []
+    for n in range(5):
+        note = await http.post(
+            f"/v1/operator/billing/invoices/{invoice}/credit-notes",
+            json={"reason": f"goodwill {n}", "lines": [{"line_no": 1, "amount_minor": 10}]},
+            headers=_idem(operator),
+        )
+        assert note.status_code == 201, note.text
+        notes.append(note.json())
+    for key, path in (
+        (sponsor_key, f"/v1/sponsor/invoices/{invoice}/credit-notes"),
+        (operator_key, f"/v1/operator/billing/invoices/{invoice}/credit-notes"),
+    ):
+        pages = await walk_pages(http, path, key=key, limit=2)
+        assert [len(page) for page in pages] == [2, 2, 1]
+        assert [n for page in pages for n in page] == notes
+
+    # A cursor is the listing's own: garbage, or one from another listing, is refused.
+    notes_url = f"/v1/sponsor/invoices/{invoice}/credit-notes"
+    notes_cursor = (await http.get(notes_url, params={"limit": 1}, headers=headers)).json()[
+        "next_cursor"
+    ]
+    invoices_cursor = (
+        await http.get("/v1/sponsor/invoices", params={"limit": 1}, headers=headers)
+    ).json()["next_cursor"]
+    for path, cursor in (
+        ("/v1/sponsor/invoices", "garbage!"),
+        ("/v1/sponsor/invoices", notes_cursor),
+        ("/v1/operator/billing/invoices", invoices_cursor[:-2]),
+        (f"/v1/sponsor/invoices/{invoice}/credit-notes", invoices_cursor),
+        (f"/v1/operator/billing/invoices/{invoice}/credit-notes", "W10"),
+    ):
+        who = operator if "operator" in path else headers
+        refused = await http.get(path, params={"cursor": cursor}, headers=who)
+        assert_problem(refused, InvalidCursor.status, "invalid-cursor")
 
 
 def test_document_numbers() -> None:

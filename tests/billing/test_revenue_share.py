@@ -9,15 +9,16 @@ from uuid import UUID, uuid4
 
 import httpx
 
-from billing import margin, revenue_share, statements
-from billing.statement_schemas import RevenueShareRuleCreate
+from billing.documents import margin, revenue_share, statements
+from billing.documents.schemas import RevenueShareRuleCreate
 from flowbill.db import Connection
+from flowbill.paging import InvalidCursor
 from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing import statement_factories as f
-from tests.conftest import assert_problem, bearer, make_tenant
+from tests.conftest import assert_problem, bearer, make_tenant, walk_pages
 
 CALENDAR = Calendar.of(time_zone="Asia/Shanghai", closing_days=3)
 RULES = "/v1/operator/billing/revenue-share/rules"
@@ -162,7 +163,9 @@ async def test_rules_are_managed_without_rewriting_the_past(
         await http.get(future_url, headers=operator), 404, "revenue-share-rule-not-found"
     )
     listed = await http.get(RULES, params={"partner_id": partner}, headers=operator)
-    assert [r["rule_id"] for r in listed.json()] == [running["rule_id"], old.json()["rule_id"]]
+    assert [r["rule_id"] for r in listed.json()["items"]] == [
+        running["rule_id"], old.json()["rule_id"]
+    ]  # fmt: skip
     assert (await http.get(rule_url, headers=operator)).json() == renamed.json()
 
     invalid: list[dict[str, Any]] = [
@@ -191,6 +194,30 @@ async def test_rules_are_managed_without_rewriting_the_past(
         404, "revenue-share-rule-not-found",
     )  # fmt: skip
     assert_problem(await http.get(RULES, headers=bearer(partner_key)), 403, "role-not-allowed")
+
+
+async def test_rules_page_through(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str
+) -> None:
+    operator = bearer(operator_key)
+    partner, _ = await make_tenant(settings, role=Role.PARTNER)
+    made = []
+    for _ in range(5):
+        rule = await http.post(RULES, json=_rule(partner, [f.app_id()]), headers=operator)
+        assert rule.status_code == 201, rule.text
+        made.append(rule.json())
+    pages = await walk_pages(http, RULES, key=operator_key, limit=2,
+                             params={"partner_id": partner})  # fmt: skip
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [r for page in pages for r in page] == made
+    # Every partner's rules page too, in id order, each once.
+    every = [r["rule_id"] for page in await walk_pages(http, RULES, key=operator_key, limit=500)
+             for r in page]  # fmt: skip
+    assert every == sorted(set(every))
+    assert {r["rule_id"] for r in made} <= set(every)
+    for cursor in ("garbage!", "W10", pages[0][0]["name"]):
+        refused = await http.get(RULES, params={"cursor": cursor}, headers=operator)
+        assert_problem(refused, InvalidCursor.status, "invalid-cursor")
 
 
 async def test_margin_report_arithmetic(conn: Connection) -> None:

@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-import billing.run
+from billing.allocation import batches
 from flowbill.settings import Settings
 from flowbill.units import MB
 from tests.billing.cars import GB, Car, bill
@@ -28,7 +28,7 @@ def chunking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     """The run's batches computed and stored in one chunk, or in chunks of a single item (so
     caps, budgets and wallets carry across chunks inside a batch)."""
     if request.param == "one item per chunk":
-        monkeypatch.setattr(billing.run, "CHUNK_ITEMS", 1)
+        monkeypatch.setattr(batches, "CHUNK_ITEMS", 1)
 
 
 async def rows_of(conn: psycopg.AsyncConnection, iccid: str) -> int:
@@ -198,8 +198,8 @@ async def test_a_batch_that_fails_midway_leaves_nothing_and_the_next_run_allocat
     apps = {"telematics": 10 * MB, "nav.amap": 20 * MB, "music.qq": 30 * MB,
             "wifi.hotspot": 50 * MB, "video.iqiyi": 80 * MB}  # fmt: skip
     await car.send(committed_conn, [car.report(apps)])
-    monkeypatch.setattr(billing.run, "CHUNK_ITEMS", 1)
-    real = billing.run.allocate
+    monkeypatch.setattr(batches, "CHUNK_ITEMS", 1)
+    real = batches.allocate
     chunks = 0
 
     def dies_at_the_fourth_chunk(*args: object, **kwargs: object) -> list[object]:
@@ -209,7 +209,7 @@ async def test_a_batch_that_fails_midway_leaves_nothing_and_the_next_run_allocat
             raise RuntimeError("the run died here")
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(billing.run, "allocate", dies_at_the_fourth_chunk)
+    monkeypatch.setattr(batches, "allocate", dies_at_the_fourth_chunk)
     with pytest.raises(RuntimeError, match="died here"):
         await bill(settings)
     assert chunks == 4
@@ -220,7 +220,7 @@ async def test_a_batch_that_fails_midway_leaves_nothing_and_the_next_run_allocat
     assert await cur.fetchone() == (0,)
     assert await balance_of(http, car.driver) == 100 * MB
 
-    monkeypatch.setattr(billing.run, "allocate", real)
+    monkeypatch.setattr(batches, "allocate", real)
     await bill(settings)
     assert await car.paid(committed_conn) == {
         ("sponsor", car.automaker_id): 10 * MB,

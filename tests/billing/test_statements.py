@@ -9,20 +9,20 @@ import csv
 import io
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
 
-from billing import rating, statements
-from billing.rating import RoundingRule, RoundingScope
+from billing.documents import rating, statements
+from billing.documents.rating import RoundingRule, RoundingScope
 from flowbill.db import Connection
+from flowbill.paging import InvalidCursor
 from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing import statement_factories as f
-from tests.conftest import assert_problem, bearer, make_tenant, new_iccid
+from tests.conftest import assert_problem, bearer, make_tenant, new_iccid, walk_pages
 
 CALENDAR = Calendar.of(time_zone="Asia/Shanghai", closing_days=3)
 
@@ -229,20 +229,9 @@ async def test_drill_down_pages_cover_the_line_exactly(
     statement = (await http.get("/v1/sponsor/statements/2025-05", headers=headers_)).json()
     [line] = statement["lines"]
     url = f"/v1/sponsor/statements/2025-05/lines/{line['line_id']}/items"
-    seen: list[dict[str, Any]] = []
-    cursor: str | None = None
-    pages = 0
-    while True:
-        page = await http.get(
-            url, params={"limit": 5, **({"cursor": cursor} if cursor else {})}, headers=headers_
-        )
-        assert page.status_code == 200, page.text
-        pages += 1
-        seen += page.json()["items"]
-        cursor = page.json()["next_cursor"]
-        if cursor is None:
-            break
-    assert pages == 5
+    pages = await walk_pages(http, url, key=key, limit=5)
+    assert [len(page) for page in pages] == [5, 5, 5, 5, 3]
+    seen = [item for page in pages for item in page]
     assert len(seen) == 23 == line["items"]
     assert sum(item["bytes"] for item in seen) == line["bytes"]
     keys = [(i["window_start"], i["iccid"], i["boot"], i["seq"], i["app"]) for i in seen]
@@ -253,28 +242,29 @@ async def test_drill_down_pages_cover_the_line_exactly(
         assert datetime.fromisoformat(item["window_end"]) == start + timedelta(minutes=1)
         assert item["received_at"] is not None
         assert item["iccid"] in sims
-    # The operator sees the same items.
-    by_operator = await http.get(
+    # The operator sees the same items, page by page too.
+    by_operator = await walk_pages(
+        http,
         f"/v1/operator/billing/sponsors/{sponsor_id}/statements/2025-05/lines/"
         f"{line['line_id']}/items",
-        params={"limit": 1000},
-        headers=bearer(operator_key),
+        key=operator_key,
+        limit=7,
     )
-    assert by_operator.status_code == 200, by_operator.text
-    assert by_operator.json()["items"] == seen
+    assert len(by_operator) == 4
+    assert [item for page in by_operator for item in page] == seen
 
     # Cursors are checked: tampered, foreign or garbage ones are refused.
     first = (await http.get(url, params={"limit": 5}, headers=headers_)).json()
     for bad in ("garbage!", first["next_cursor"][:-4], "W10"):
         refused = await http.get(url, params={"cursor": bad}, headers=headers_)
-        assert_problem(refused, 422, "invalid-cursor")
+        assert_problem(refused, InvalidCursor.status, "invalid-cursor")
     other_line = line["line_id"].replace(".u", ".202501")
     foreign = await http.get(
         f"/v1/sponsor/statements/2025-05/lines/{other_line}/items",
         params={"cursor": first["next_cursor"]},
         headers=headers_,
     )
-    assert_problem(foreign, 422, "invalid-cursor")
+    assert_problem(foreign, InvalidCursor.status, "invalid-cursor")
     for missing in (
         other_line,
         "1.2.navigation.3.u",

@@ -159,5 +159,5 @@ async def test_every_byte_is_granted_spent_withdrawn_exchanged_refunded_or_expir
         # expired meanwhile, goes to breakage); expiry only ever takes.
         assert 0 <= moves.get("refund", 0) <= refunded + released
         assert moves.get("expiry", 0) <= 0
-    # platform_data: traffic the allocation run draws from wallets (billing/run.py).
+    # platform_data: traffic the allocation run draws from wallets (billing/allocation/batches.py).
     assert await spend_destinations(conn) <= {"exchange", "in_flight", "carrier", "platform_data"}

@@ -30,8 +30,8 @@ from api.web import pages, sessions
 from api.web.i18n import Translator
 from api.web.sessions import WebSession
 from api.web.templating import render
-from billing import coverage, usage_views
-from billing.usage_views import SimMonth
+from billing.allocation import coverage, usage_views
+from billing.allocation.usage_views import SimMonth
 from flowbill.db import Connection
 from flowbill.errors import FlowbillError, InvalidInput
 from flowbill.paging import MAX_LIMIT

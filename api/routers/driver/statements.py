@@ -4,13 +4,13 @@ category, month by month."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from api.deps import ConnDep, DriverCaller, SettingsDep
-from billing import statements
-from billing.statement_schemas import DriverStatement
+from api.params import PeriodPath
+from billing.documents import statements
+from billing.documents.schemas import DriverStatement
 from flowbill.periods import Calendar
 
 router = APIRouter(prefix="/v1/driver/statements", tags=["driver"])
@@ -21,7 +21,7 @@ async def my_statement(
     conn: ConnDep,
     settings: SettingsDep,
     caller: DriverCaller,
-    period: Annotated[str, Path(max_length=20, description="A month, YYYY-MM.")],
+    period: PeriodPath,
 ) -> DriverStatement:
     """Your traffic of a month that sponsors did not pay: the bytes your wallet paid, and
     overage bytes with their amount at the tariff's overage price (per SIM and category)."""

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import ConnDep, DriverCaller
-from billing import coverage
+from billing.allocation import coverage
 from sponsors import service as sponsors
 from sponsors.schemas import VehiclePublic
 

@@ -10,14 +10,14 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query, Response, status
 
 from api.deps import ConnDep, IdempotencyKey, OperatorCaller, SettingsDep, ledger_key
-from api.params import LineIdPath, PeriodPath
+from api.params import Cursor, Limit, LineIdPath, PeriodPath
 from api.responses import CSV_RESPONSES, csv_response
-from billing import invoices, margin, revenue_share, statements
-from billing.statement_schemas import (
+from billing.documents import invoices, margin, revenue_share, statements
+from billing.documents.schemas import (
     CreditNoteCreate,
     CreditNoteNumber,
     CreditNotePublic,
-    DrillDownPage,
+    DrillDownItem,
     DriverStatement,
     InvoiceNumber,
     InvoicePublic,
@@ -29,6 +29,7 @@ from billing.statement_schemas import (
     RevenueShareStatement,
     SponsorStatement,
 )
+from flowbill.paging import DEFAULT_LIMIT, Page
 from flowbill.periods import Calendar
 from tenants.schemas import Role
 
@@ -105,10 +106,11 @@ async def sponsor_line_items(
     sponsor_id: UUID,
     period: PeriodPath,
     line_id: LineIdPath,
-    cursor: Annotated[str | None, Query(max_length=600)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> DrillDownPage:
-    """The usage items behind a line of a sponsor's statement."""
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[DrillDownItem]:
+    """The usage items behind a line of a sponsor's statement, in item order; follow
+    `next_cursor` for the next page."""
     now = datetime.now(UTC)
     calendar = Calendar.from_settings(settings)
     month = calendar.started(period, now=now)
@@ -145,14 +147,14 @@ async def list_invoices(
     _: OperatorCaller,
     sponsor_id: UUID | None = None,
     period: Annotated[str | None, Query(max_length=20, description="YYYY-MM")] = None,
-    before: Annotated[InvoiceNumber | None, Query(description="Page after this number.")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> list[InvoiceSummary]:
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[InvoiceSummary]:
     """Invoices, newest first, optionally of one sponsor or month."""
     calendar = Calendar.from_settings(settings)
     month = calendar.started(period, now=datetime.now(UTC)) if period is not None else None
     return await invoices.invoices(
-        conn, sponsor_id=sponsor_id, period=month, before=before, limit=limit
+        conn, sponsor_id=sponsor_id, period=month, cursor=cursor, limit=limit
     )
 
 
@@ -188,10 +190,16 @@ async def issue_credit_note(
 
 @router.get("/invoices/{number}/credit-notes")
 async def invoice_credit_notes(
-    conn: ConnDep, _: OperatorCaller, number: Annotated[InvoiceNumber, Path()]
-) -> list[CreditNotePublic]:
+    conn: ConnDep,
+    _: OperatorCaller,
+    number: Annotated[InvoiceNumber, Path()],
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[CreditNotePublic]:
     """The credit notes of an invoice, oldest first."""
-    return await invoices.credit_notes_of(conn, invoice_number=number, sponsor_id=None)
+    return await invoices.credit_notes_of(
+        conn, invoice_number=number, sponsor_id=None, cursor=cursor, limit=limit
+    )
 
 
 @router.get("/credit-notes/{number}")
@@ -207,11 +215,11 @@ async def share_rules(
     conn: ConnDep,
     _: OperatorCaller,
     partner_id: UUID | None = None,
-    after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[RevenueShareRulePublic]:
-    """Revenue-share rules in id order (next page: `after` = the last rule id)."""
-    return await revenue_share.rules(conn, partner_id=partner_id, after=after, limit=limit)
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[RevenueShareRulePublic]:
+    """Revenue-share rules in id order, optionally of one partner."""
+    return await revenue_share.rules(conn, partner_id=partner_id, cursor=cursor, limit=limit)
 
 
 @router.post("/revenue-share/rules", status_code=status.HTTP_201_CREATED)

@@ -8,8 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from api.deps import ConnDep, OperatorCaller
-from billing import tariffs
-from billing.schemas import BillingProgress, TariffCreate, TariffPublic
+from billing.allocation import progress
+from billing.allocation.schemas import BillingProgress
+from billing.documents import tariffs
+from billing.documents.schemas import TariffCreate, TariffPublic
 from sponsors import service as sponsors
 from sponsors.schemas import AppId, CatalogueApp, CatalogueAppUpdate
 
@@ -55,4 +57,4 @@ async def list_tariffs(conn: ConnDep, _: OperatorCaller) -> list[TariffPublic]:
 @router.get("/billing/progress")
 async def billing_progress(conn: ConnDep, _: OperatorCaller) -> BillingProgress:
     """The allocation run's cursor and backlog."""
-    return await tariffs.progress(conn)
+    return await progress.progress(conn)

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Path, Query, Response, status
 
 from api.deps import ConnDep, IdempotencyKey, SettingsDep, SponsorCaller
-from billing import coverage
+from billing.allocation import coverage
 from flowbill.errors import NotFound
 from flowbill.periods import earliest_open, parse_period
 from sponsors import service as sponsors

@@ -9,18 +9,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.deps import ConnDep, SettingsDep, require_role
-from api.params import LineIdPath, PeriodPath
+from api.params import Cursor, Limit, LineIdPath, PeriodPath
 from api.responses import CSV_RESPONSES, csv_response
-from billing import invoices, statements
-from billing.statement_schemas import (
+from billing.documents import invoices, statements
+from billing.documents.schemas import (
     CreditNoteNumber,
     CreditNotePublic,
-    DrillDownPage,
+    DrillDownItem,
     InvoiceNumber,
     InvoicePublic,
     InvoiceSummary,
     SponsorStatement,
 )
+from flowbill.paging import DEFAULT_LIMIT, Page
 from flowbill.periods import Calendar
 from tenants.schemas import Role
 from tenants.service import Caller
@@ -75,11 +76,12 @@ async def line_items(
     caller: SponsorCaller,
     period: PeriodPath,
     line_id: LineIdPath,
-    cursor: Annotated[str | None, Query(max_length=600)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> DrillDownPage:
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[DrillDownItem]:
     """The usage items behind a statement line with their device reports (ICCID, boot, seq,
-    window) and the bytes allocated to you; follow `next_cursor` for the next page."""
+    window) and the bytes allocated to you, in item order; follow `next_cursor` for the next
+    page (a cursor of another line is refused)."""
     now = datetime.now(UTC)
     calendar = Calendar.from_settings(settings)
     return await statements.line_items(
@@ -99,15 +101,15 @@ async def list_invoices(
     settings: SettingsDep,
     caller: SponsorCaller,
     period: Annotated[str | None, Query(max_length=20, description="YYYY-MM")] = None,
-    before: Annotated[InvoiceNumber | None, Query(description="Page after this number.")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> list[InvoiceSummary]:
-    """Your invoices, newest first."""
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[InvoiceSummary]:
+    """Your invoices, newest first (of one month with `period`)."""
     now = datetime.now(UTC)
     calendar = Calendar.from_settings(settings)
     month = calendar.started(period, now=now) if period is not None else None
     return await invoices.invoices(
-        conn, sponsor_id=caller.tenant_id, period=month, before=before, limit=limit
+        conn, sponsor_id=caller.tenant_id, period=month, cursor=cursor, limit=limit
     )
 
 
@@ -121,10 +123,16 @@ async def get_invoice(
 
 @router.get("/invoices/{number}/credit-notes")
 async def invoice_credit_notes(
-    conn: ConnDep, caller: SponsorCaller, number: Annotated[InvoiceNumber, Path()]
-) -> list[CreditNotePublic]:
+    conn: ConnDep,
+    caller: SponsorCaller,
+    number: Annotated[InvoiceNumber, Path()],
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[CreditNotePublic]:
     """The credit notes of one of your invoices, oldest first."""
-    return await invoices.credit_notes_of(conn, invoice_number=number, sponsor_id=caller.tenant_id)
+    return await invoices.credit_notes_of(
+        conn, invoice_number=number, sponsor_id=caller.tenant_id, cursor=cursor, limit=limit
+    )
 
 
 @router.get("/credit-notes/{number}")

@@ -16,9 +16,8 @@ import aiomqtt
 import psycopg
 from prometheus_client import start_http_server
 
-from billing import coverage
-from billing import repository as billing_repository
-from billing.run import AllocationRun, BatchOutcome
+from billing.allocation import coverage, repository
+from billing.allocation.batches import AllocationRun, BatchOutcome
 from flowbill import db, metrics
 from flowbill.db import Connection
 from flowbill.settings import Settings
@@ -97,10 +96,10 @@ class Biller:
             return 0
         self.last_compaction = clock
         async with self.conn.transaction():
-            if not await billing_repository.try_run_lock(self.conn):
+            if not await repository.try_run_lock(self.conn):
                 return 0
-            since = datetime.now(self.run.zone).date() - timedelta(days=COMPACT_DAYS)
-            merged = await billing_repository.compact_daily(self.conn, since=since)
+            since = self.run.calendar.day_of(datetime.now(UTC)) - timedelta(days=COMPACT_DAYS)
+            merged = await repository.compact_daily(self.conn, since=since)
         log.info("daily totals compacted", extra={"rows_merged_away": merged})
         return merged
 
@@ -167,7 +166,12 @@ class Biller:
                     book, budgets = await self.run.policy_book(self.conn)
                 assert budgets is not None
                 states = await coverage.compute(
-                    self.conn, chunk, book=book, budgets=budgets, zone=self.run.zone, now=now
+                    self.conn,
+                    chunk,
+                    book=book,
+                    budgets=budgets,
+                    calendar=self.run.calendar,
+                    now=now,
                 )
                 await coverage.store(self.conn, states)
         return await self.publish()
@@ -244,7 +248,7 @@ async def run(settings: Settings, *, once: bool = False, metrics_port: int | Non
                 await b.compact(force=once)
                 await b.refresh_coverage()
                 async with b.conn.transaction():
-                    backlog = await billing_repository.unallocated_items(b.conn)
+                    backlog = await repository.unallocated_items(b.conn)
                 metrics.BILLING_BACKLOG_ITEMS.set(backlog)
                 if once:
                     break

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from uuid import UUID
 
-from billing import rating, statements
-from billing import statement_repository as repo
-from billing.errors import PartnerNotFound, RuleHistoryFixed, RuleNotFound, RuleOverlaps
-from billing.statement_schemas import (
+from billing.documents import rating, statements
+from billing.documents.errors import PartnerNotFound, RuleHistoryFixed, RuleNotFound, RuleOverlaps
+from billing.documents.repository import revenue_share as repo
+from billing.documents.schemas import (
     RevenueShareLine,
     RevenueShareRuleCreate,
     RevenueShareRulePublic,
@@ -26,26 +26,15 @@ from billing.statement_schemas import (
     ShareTotal,
     StatementStatus,
 )
-from flowbill import periods
+from flowbill import paging, periods
 from flowbill.db import Connection
 from flowbill.errors import InvalidInput
+from flowbill.paging import Page
 from flowbill.periods import Calendar
 from tenants import service as tenants
 from tenants.errors import TenantNotFound
 
-
-def _public(row: repo.RuleRow) -> RevenueShareRulePublic:
-    return RevenueShareRulePublic(
-        rule_id=row.rule_id,
-        partner_id=row.partner_id,
-        name=row.name,
-        apps=row.apps,
-        percent=row.percent,
-        valid_from=row.valid_from,
-        valid_until=row.valid_until,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+_RULES = "revenue-share-rules"
 
 
 async def _require_partner(conn: Connection, partner_id: UUID) -> None:
@@ -100,22 +89,30 @@ async def create_rule(conn: Connection, request: RevenueShareRuleCreate) -> Reve
         valid_from=request.valid_from,
         valid_until=request.valid_until,
     )
-    return _public(row)
+    return RevenueShareRulePublic.model_validate(row)
 
 
 async def rule(conn: Connection, rule_id: int) -> RevenueShareRulePublic:
     row = await repo.get_rule(conn, rule_id)
     if row is None:
         raise RuleNotFound(f"no revenue-share rule {rule_id}")
-    return _public(row)
+    return RevenueShareRulePublic.model_validate(row)
 
 
 async def rules(
-    conn: Connection, *, partner_id: UUID | None, after: int | None, limit: int
-) -> list[RevenueShareRulePublic]:
-    """Rules in id order (page with `after`: the last id of the previous page)."""
-    rows = await repo.list_rules(conn, partner_id=partner_id, after_id=after, limit=limit)
-    return [_public(row) for row in rows]
+    conn: Connection, *, partner_id: UUID | None, cursor: str | None, limit: int
+) -> Page[RevenueShareRulePublic]:
+    """A page of rules in id order (of one partner, or every partner's)."""
+    after = None
+    if cursor is not None:
+        (after,) = paging.decode_cursor(cursor, (int,), scope=_RULES)
+    rows = await repo.list_rules(conn, partner_id=partner_id, after_id=after, limit=limit + 1)
+    return paging.page(
+        [RevenueShareRulePublic.model_validate(row) for row in rows],
+        limit=limit,
+        key=lambda rule: (rule.rule_id,),
+        scope=_RULES,
+    )
 
 
 async def update_rule(
@@ -148,7 +145,8 @@ async def update_rule(
             valid_until=until,
             other_than=rule_id,
         )
-    return _public(await repo.update_rule(conn, rule_id=rule_id, name=name, valid_until=until))
+    row = await repo.update_rule(conn, rule_id=rule_id, name=name, valid_until=until)
+    return RevenueShareRulePublic.model_validate(row)
 
 
 async def delete_rule(conn: Connection, *, rule_id: int, now: datetime) -> None:

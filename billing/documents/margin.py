@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date, datetime
 
-from billing import rating, revenue_share, statements
-from billing import statement_repository as repo
-from billing.statement_schemas import MarginBytes, MarginLine, MarginReport, StatementStatus
+from billing.documents import rating, revenue_share, statements
+from billing.documents.repository import margin as repo
+from billing.documents.schemas import MarginBytes, MarginLine, MarginReport, StatementStatus
 from flowbill import periods
 from flowbill.db import Connection
 from flowbill.periods import Calendar
@@ -51,14 +51,15 @@ async def margin_report(
     """Sponsor revenue + user overage revenue − wholesale cost − revenue share, per currency."""
     tz = calendar.time_zone
     sums: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_FIELDS, 0))
-    for sponsor_row in await repo.sponsor_lines(conn, period=period, tz=tz, sponsor_id=None):
-        line = statements.public_line(sponsor_row)
+    every_sponsor = await statements.sponsor_statement_lines(
+        conn, sponsor_id=None, period=period, calendar=calendar
+    )
+    for line in every_sponsor:
         sums[line.currency]["sponsor"] += line.amount_minor
-    for driver_row in await repo.driver_lines(conn, period=period, tz=tz, driver_id=None):
-        # Overage of a SIM without a driver is billed to nobody: it is cost, not revenue.
-        if driver_row.payer_id is not None and driver_row.overage_bytes:
-            driver_line = statements.driver_line(driver_row)
-            sums[driver_line.currency]["overage"] += driver_line.overage_minor
+    for driver_line in await statements.billed_overage_lines(
+        conn, period=period, calendar=calendar
+    ):
+        sums[driver_line.currency]["overage"] += driver_line.overage_minor
     for share in await revenue_share.all_share_lines(conn, period=period, calendar=calendar):
         sums[share.currency]["share"] += share.share_minor
     volume = await repo.bytes_by_tariff(conn, period=period)

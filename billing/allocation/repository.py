@@ -1,4 +1,6 @@
-"""SQL of the allocation run: its cursor over stored usage, allocation rows, coverage state."""
+"""SQL of the allocation run: its cursor over stored usage, allocation rows, coverage state,
+the daily totals. Stored usage is ingest's: read through its view `ingest_stored_items`
+(docs/protocol.md, "Read contract")."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from uuid import UUID
 
 from psycopg import AsyncCopy
@@ -49,7 +50,7 @@ async def items_per_transaction(
 ) -> list[tuple[int, int]]:
     """(transaction id, items stored) of the ended transactions in [from, until)."""
     cur = await conn.execute(
-        """SELECT ingest_xid, count(*) FROM usage_items
+        """SELECT ingest_xid, count(*) FROM ingest_stored_items
            WHERE ingest_xid >= %s AND ingest_xid < %s GROUP BY 1 ORDER BY 1""",
         (from_xid, until_xid),
     )
@@ -64,8 +65,8 @@ async def items(conn: Connection, *, from_xid: int, to_xid: int) -> list[ItemTup
     items."""
     async with conn.cursor(binary=True) as cur:
         await cur.execute(
-            """SELECT window_start, iccid, boot, seq, app, up_bytes + down_bytes, received_at
-               FROM usage_items WHERE ingest_xid >= %s AND ingest_xid <= %s
+            """SELECT window_start, iccid, boot, seq, app, bytes, received_at
+               FROM ingest_stored_items WHERE ingest_xid >= %s AND ingest_xid <= %s
                ORDER BY window_start, iccid, boot, seq, app COLLATE "C"
             """,
             (from_xid, to_xid),
@@ -211,26 +212,36 @@ async def record_wallet_draws(
 class Progress:
     next_xid: int
     batches: int
-    items: int
+    items_allocated: int
+    backlog_items: int
     last_batch_at: datetime | None
 
 
 async def progress(conn: Connection) -> Progress:
-    cur = await conn.execute(
-        """SELECT c.next_xid, (SELECT count(*) FROM billing_batches),
-                  (SELECT coalesce(sum(items), 0) FROM billing_batches),
-                  (SELECT max(finished_at) FROM billing_batches)
-           FROM billing_cursor c"""
-    )
-    row = await cur.fetchone()
+    """The cursor, the batches so far, and the items stored (by ended transactions) that no
+    batch has read yet."""
+    async with conn.cursor(row_factory=class_row(Progress)) as cur:
+        await cur.execute(
+            """SELECT c.next_xid,
+                      (SELECT count(*) FROM billing_batches) AS batches,
+                      (SELECT coalesce(sum(items), 0) FROM billing_batches)::bigint
+                          AS items_allocated,
+                      (SELECT count(*) FROM ingest_stored_items
+                        WHERE ingest_xid >= c.next_xid
+                          AND ingest_xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
+                          AS backlog_items,
+                      (SELECT max(finished_at) FROM billing_batches) AS last_batch_at
+               FROM billing_cursor c"""
+        )
+        row = await cur.fetchone()
     assert row is not None
-    return Progress(int(row[0]), int(row[1]), int(row[2]), row[3])
+    return row
 
 
 async def unallocated_items(conn: Connection) -> int:
     """Items stored (by ended transactions) that no batch has read yet."""
     cur = await conn.execute(
-        """SELECT count(*) FROM usage_items, billing_cursor
+        """SELECT count(*) FROM ingest_stored_items, billing_cursor
            WHERE ingest_xid >= next_xid
              AND ingest_xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"""
     )
@@ -314,46 +325,6 @@ async def sims_with_blocked_apps(conn: Connection) -> int:
     )
     row = await cur.fetchone()
     return 0 if row is None else int(row[0])
-
-
-# --- Tariffs -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TariffRow:
-    effective_from: datetime
-    currency: str
-    wholesale_per_mb: Decimal
-    overage_per_mb: Decimal
-    rounding_unit_bytes: int
-    rounding_scope: str
-    created_at: datetime
-
-
-_TARIFF = (
-    "effective_from, currency, wholesale_per_mb, overage_per_mb, rounding_unit_bytes,"
-    " rounding_scope, created_at"
-)
-
-
-async def insert_tariff(conn: Connection, row: TariffRow) -> TariffRow:
-    async with conn.cursor(row_factory=class_row(TariffRow)) as cur:
-        await cur.execute(
-            f"""INSERT INTO tariffs (effective_from, currency, wholesale_per_mb, overage_per_mb,
-                                     rounding_unit_bytes, rounding_scope)
-                VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_TARIFF}""",
-            (row.effective_from, row.currency, row.wholesale_per_mb, row.overage_per_mb,
-             row.rounding_unit_bytes, row.rounding_scope),
-        )  # fmt: skip
-        found = await cur.fetchone()
-        assert found is not None
-        return found
-
-
-async def tariffs(conn: Connection) -> list[TariffRow]:
-    async with conn.cursor(row_factory=class_row(TariffRow)) as cur:
-        await cur.execute(f"SELECT {_TARIFF} FROM tariffs ORDER BY effective_from")
-        return await cur.fetchall()
 
 
 # --- Usage views (the driver page) -------------------------------------------------------------

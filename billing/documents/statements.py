@@ -3,34 +3,34 @@ CSV, drill-down from a line to the device reports behind it, and a driver's own 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from uuid import UUID
 
-from billing import rating
-from billing import statement_repository as repo
-from billing.errors import DriverNotFound, LineNotFound, SponsorNotFound
-from billing.statement_schemas import (
+from billing.documents import rating
+from billing.documents.errors import DriverNotFound, LineNotFound, SponsorNotFound
+from billing.documents.repository import invoices as invoice_repo
+from billing.documents.repository import statements as repo
+from billing.documents.repository import tariffs as tariff_repo
+from billing.documents.schemas import (
     CurrencyTotal,
     DrillDownItem,
-    DrillDownPage,
     DriverStatement,
     DriverStatementLine,
     SponsorStatement,
     SponsorStatementLine,
     StatementStatus,
 )
-from flowbill import periods
+from flowbill import paging, periods
 from flowbill.db import Connection
-from flowbill.paging import InvalidCursor
+from flowbill.paging import Page
 from flowbill.periods import Calendar
+from sponsors import service as sponsors
 from tenants import service as tenants
 from tenants.errors import TenantNotFound
 from tenants.schemas import Role
@@ -40,8 +40,8 @@ _MICROSECOND = timedelta(microseconds=1)
 _LINE_ID = re.compile(
     r"^([0-9]{1,18})\.(-?[0-9]{1,18})\.([a-z_]{1,32})\.(-?[0-9]{1,18})\.(u|[0-9]{6})$"
 )
-_ICCID = re.compile(r"^[0-9]{19,20}$")
-_APP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+# The drill-down's key: an item's (window start, ICCID, boot, seq, app).
+ITEM_KEY = (datetime, str, int, int, str)
 
 CSV_COLUMNS = (
     "period",
@@ -99,18 +99,24 @@ def _used_in_text(used_in: date | None) -> str | None:
     return periods.format_period(used_in) if used_in is not None else None
 
 
-def public_line(row: repo.SponsorLineRow) -> SponsorStatementLine:
-    """A statement line from its rows' sums: rated by the tariff, priced once."""
+# (policy name, currency, unit price) of a policy's terms, as the sponsors domain tells them.
+TermsPrice = tuple[str, str, Decimal]
+
+
+def public_line(row: repo.SponsorLineRow, price: TermsPrice | None) -> SponsorStatementLine:
+    """A statement line from its rows' sums and its terms' price: rated by the tariff, priced
+    once."""
     if row.tariff_from is None or row.item_rounded is None:
         raise MissingTariff("allocation rows exist before the first tariff")
-    if row.unit_price is None or row.currency is None or row.policy_name is None:
+    if price is None:
         raise LookupError(f"policy {row.policy_id} has no terms from {row.terms_from}")
+    policy_name, currency, unit_price = price
     rated, amount = rating.rate_line(
         data_bytes=row.bytes,
         item_rounded_bytes=row.item_rounded,
         rule=rule_of(row.unit, row.scope),
-        unit_price=row.unit_price,
-        currency=row.currency,
+        unit_price=unit_price,
+        currency=currency,
     )
     return SponsorStatementLine(
         line_id=line_id(
@@ -121,7 +127,7 @@ def public_line(row: repo.SponsorLineRow) -> SponsorStatementLine:
             used_in=row.used_in,
         ),
         policy_id=row.policy_id,
-        policy_name=row.policy_name,
+        policy_name=policy_name,
         terms_from=row.terms_from,
         category=row.category,
         adjustment=row.used_in is not None,
@@ -131,10 +137,10 @@ def public_line(row: repo.SponsorLineRow) -> SponsorStatementLine:
         bytes=row.bytes,
         rated_bytes=rated,
         mb=rating.display_mb(rated),
-        unit_price=row.unit_price,
-        currency=row.currency,
+        unit_price=unit_price,
+        currency=currency,
         amount_minor=amount,
-        amount=rating.format_major(amount, row.currency),
+        amount=rating.format_major(amount, currency),
     )
 
 
@@ -180,12 +186,14 @@ async def require_tenant(conn: Connection, tenant_id: UUID, role: Role) -> None:
 
 
 async def sponsor_statement_lines(
-    conn: Connection, *, sponsor_id: UUID, period: date, calendar: Calendar
+    conn: Connection, *, sponsor_id: UUID | None, period: date, calendar: Calendar
 ) -> list[SponsorStatementLine]:
+    """The lines of a sponsor's statement of a period (of every sponsor's: None)."""
     rows = await repo.sponsor_lines(
         conn, period=period, tz=calendar.time_zone, sponsor_id=sponsor_id
     )
-    return [public_line(row) for row in rows]
+    prices = await sponsors.terms_prices(conn, sorted({row.policy_id for row in rows}))
+    return [public_line(row, prices.get((row.policy_id, row.terms_from))) for row in rows]
 
 
 async def sponsor_statement(
@@ -195,7 +203,7 @@ async def sponsor_statement(
     lines = await sponsor_statement_lines(
         conn, sponsor_id=sponsor_id, period=period, calendar=calendar
     )
-    invoice = await repo.find_invoice(conn, sponsor_id=sponsor_id, period=period)
+    invoice = await invoice_repo.find_invoice(conn, sponsor_id=sponsor_id, period=period)
     status = (
         StatementStatus.INVOICED
         if invoice is not None
@@ -238,48 +246,6 @@ def statement_csv(statement: SponsorStatement) -> str:
 # --- Drill-down -----------------------------------------------------------------------------
 
 
-def _encode_cursor(line: str, row: repo.DrillDownRow) -> str:
-    key = [
-        line,
-        row.window_start.astimezone(UTC).isoformat(),
-        row.iccid,
-        row.boot,
-        row.seq,
-        row.app,
-    ]
-    raw = json.dumps(key, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, *, line: str) -> tuple[datetime, str, int, int, str]:
-    """The key after which a page starts; anything but a cursor this line handed out is an
-    `invalid-cursor` problem."""
-    invalid = InvalidCursor("the cursor is not one this listing handed out")
-    if len(cursor) > 600:
-        raise invalid
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        key = json.loads(raw)
-    except (ValueError, binascii.Error):
-        raise invalid from None
-    if not isinstance(key, list) or len(key) != 6:
-        raise invalid
-    owner, start, iccid, boot, seq, app = key
-    if owner != line or not all(isinstance(v, str) for v in (start, iccid, app)):
-        raise invalid
-    if not all(type(v) is int and 0 <= v < 2**63 for v in (boot, seq)):
-        raise invalid
-    if not _ICCID.fullmatch(iccid) or not _APP.fullmatch(app):
-        raise invalid
-    try:
-        window_start = datetime.fromisoformat(start)
-    except ValueError:
-        raise invalid from None
-    if window_start.tzinfo is None:
-        raise invalid
-    return window_start, iccid, boot, seq, app
-
-
 async def _line_key(
     conn: Connection, *, sponsor_id: UUID, period: date, line: str, calendar: Calendar
 ) -> repo.LineKey:
@@ -292,7 +258,7 @@ async def _line_key(
         tariff_from, terms_from = _instant(int(tariff)), _instant(int(terms))
     except OverflowError:
         raise missing from None
-    exists, tariff_until = await repo.tariff_until(conn, tariff_from)
+    exists, tariff_until = await tariff_repo.tariff_until(conn, tariff_from)
     if not exists:
         raise missing
     used_from = used_until = None
@@ -325,34 +291,22 @@ async def line_items(
     cursor: str | None,
     limit: int,
     calendar: Calendar,
-) -> DrillDownPage:
+) -> Page[DrillDownItem]:
     """A page of the usage items behind a statement line, with their device reports.
 
     Pages follow the items' key (window start, ICCID, boot, seq, app), not an offset, so a
-    page never repeats or skips an item."""
+    page never repeats or skips an item. A cursor belongs to its line: another line's is
+    refused."""
     key = await _line_key(conn, sponsor_id=sponsor_id, period=period, line=line, calendar=calendar)
-    after = decode_cursor(cursor, line=line) if cursor is not None else None
+    after = paging.decode_cursor(cursor, ITEM_KEY, scope=line) if cursor is not None else None
     rows = await repo.line_items(conn, key, after=after, limit=limit + 1)
     if not rows and after is None:
         raise LineNotFound(f"no line {line} on this statement")
-    page = rows[:limit]
-    return DrillDownPage(
-        line_id=line,
-        items=[
-            DrillDownItem(
-                window_start=r.window_start,
-                window_end=r.window_end,
-                iccid=r.iccid,
-                boot=r.boot,
-                seq=r.seq,
-                app=r.app,
-                bytes=r.bytes,
-                received_at=r.received_at,
-                batch_id=r.batch_id,
-            )
-            for r in page
-        ],
-        next_cursor=_encode_cursor(line, page[-1]) if len(rows) > limit else None,
+    return paging.page(
+        [DrillDownItem.model_validate(row) for row in rows],
+        limit=limit,
+        key=lambda item: (item.window_start, item.iccid, item.boot, item.seq, item.app),
+        scope=line,
     )
 
 
@@ -399,6 +353,15 @@ def driver_totals(lines: Sequence[DriverStatementLine]) -> list[CurrencyTotal]:
         (ln.currency, ln.overage_bytes, ln.overage_rated_bytes, ln.overage_minor, ln.adjustment)
         for ln in lines
     )
+
+
+async def billed_overage_lines(
+    conn: Connection, *, period: date, calendar: Calendar
+) -> list[DriverStatementLine]:
+    """Every driver's overage lines of a period (for the margin). Overage of a SIM without a
+    driver is billed to nobody: it is cost, not revenue, and not among them."""
+    rows = await repo.driver_lines(conn, period=period, tz=calendar.time_zone, driver_id=None)
+    return [driver_line(row) for row in rows if row.payer_id is not None and row.overage_bytes]
 
 
 async def driver_statement(

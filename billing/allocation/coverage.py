@@ -14,12 +14,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
-from billing import repository
+from billing.allocation import repository
 from flowbill import metrics
 from flowbill.db import Connection
-from flowbill.periods import month_of
+from flowbill.periods import Calendar
 from iot_cards.service import cards as iot_cards
 from sponsors import service as sponsors
 from sponsors.allocation import Budget, PolicyBook, Spend, coverage
@@ -43,7 +42,7 @@ async def compute(
     *,
     book: PolicyBook,
     budgets: dict[int, Budget],
-    zone: ZoneInfo,
+    calendar: Calendar,
     now: datetime,
 ) -> dict[str, dict[str, Any]]:
     """The coverage of each SIM fitted to a vehicle or sold as an IoT card (others are
@@ -53,7 +52,7 @@ async def compute(
     if not sims:
         return states
     apps = await sponsors.catalogue_apps(conn)
-    period = month_of(now, zone)
+    period = calendar.period_of(now)
     automakers = {s.automaker_id for s in sims.values()}
     policy_ids = sorted(
         h[0].policy_id for h in book.histories if any(t.scope.automaker_id in automakers for t in h)

@@ -21,14 +21,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 import psycopg
 
-from billing import repository
-from billing.periods import Booking
+from billing.allocation import repository
+from billing.allocation.booking import Booking
 from flowbill import metrics
 from flowbill.db import Connection
+from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from sponsors import service as sponsors
 from sponsors.allocation import (
@@ -73,12 +73,17 @@ class BatchOutcome:
     more: bool = False
 
 
+async def wait_for_batches(conn: Connection) -> None:
+    """Wait until no allocation batch is under way; none starts until the caller commits (a
+    period is closed so: every later batch sees the later clock and books it as closed)."""
+    await repository.wait_for_run(conn)
+
+
 class AllocationRun:
     """Allocates batches; keeps the policy book between batches while terms are unchanged."""
 
     def __init__(self, settings: Settings, *, reader: Connection | None = None) -> None:
-        self.zone = ZoneInfo(settings.billing_time_zone)
-        self.closing_days = settings.billing_closing_days
+        self.calendar = Calendar.from_settings(settings)
         self.batch_items = settings.billing_batch_items
         self._book: tuple[PolicyBook, dict[int, Budget]] | None = None
         self._book_version: tuple[datetime | None, int] | None = None
@@ -215,7 +220,7 @@ class AllocationRun:
         now: datetime,
         computed: Callable[[], None],
     ) -> BatchOutcome:
-        booking = Booking(self.zone, self.closing_days, now)
+        booking = Booking(self.calendar, now)
         booked, periods = _booked(rows, booking)
         adjustments = sum(b[1] for b in booked)
         categories = await sponsors.categories(conn)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import date, datetime
 from uuid import UUID
 
-from billing import rating, statements
-from billing import repository as run_repository
-from billing import statement_repository as repo
-from billing.errors import (
+from billing.allocation import batches
+from billing.documents import statements
+from billing.documents.errors import (
     BillingKeyReused,
     CreditExceedsLine,
     CreditNoteNotFound,
@@ -24,23 +24,26 @@ from billing.errors import (
     MixedCurrencies,
     PeriodNotClosable,
 )
-from billing.statement_schemas import (
+from billing.documents.repository import invoices as repo
+from billing.documents.repository import tariffs as tariff_repo
+from billing.documents.schemas import (
     CreditNoteCreate,
-    CreditNoteLinePublic,
     CreditNotePublic,
-    InvoiceLinePublic,
     InvoicePublic,
     InvoiceSummary,
     SponsorStatementLine,
 )
-from flowbill import periods
+from flowbill import paging, periods
 from flowbill.db import Connection
-from flowbill.paging import InvalidCursor
+from flowbill.paging import Page
 from flowbill.periods import Calendar
+from sponsors import service as sponsors
 from tenants.schemas import Role
 
 INVOICE_SERIES = "FB"
 CREDIT_NOTE_SERIES = "CN"
+_INVOICES = "invoices"
+_CREDIT_NOTES = "credit-notes"
 
 
 def document_number(series: str, year: int, number: int) -> str:
@@ -63,44 +66,6 @@ async def _repeat(conn: Connection, *, key: str, command: str, digest: bytes) ->
     return first.document_number
 
 
-def _summary(row: repo.InvoiceRow) -> InvoiceSummary:
-    return InvoiceSummary(
-        number=row.number,
-        sponsor_id=row.sponsor_id,
-        period=periods.format_period(row.period),
-        currency=row.currency,
-        bytes=row.bytes,
-        total_minor=row.total_minor,
-        total=rating.format_major(row.total_minor, row.currency),
-        credited_minor=row.credited_minor,
-        balance_minor=row.total_minor - row.credited_minor,
-        issued_at=row.issued_at,
-        issue_date=row.issue_date,
-    )
-
-
-def _public_line(row: repo.InvoiceLineRow, currency: str) -> InvoiceLinePublic:
-    return InvoiceLinePublic(
-        line_no=row.line_no,
-        line_id=row.line_id,
-        policy_id=row.policy_id,
-        policy_name=row.policy_name,
-        terms_from=row.terms_from,
-        category=row.category,
-        adjustment=row.adjustment,
-        used_in=periods.format_period(row.used_in) if row.used_in else None,
-        tariff_from=row.tariff_from,
-        items=row.items,
-        bytes=row.bytes,
-        rated_bytes=row.rated_bytes,
-        mb=row.mb,
-        unit_price=row.unit_price,
-        amount_minor=row.amount_minor,
-        amount=rating.format_major(row.amount_minor, currency),
-        credited_minor=row.credited_minor,
-    )
-
-
 def _stored_line(line_no: int, line: SponsorStatementLine) -> repo.InvoiceLineRow:
     return repo.InvoiceLineRow(
         line_no=line_no,
@@ -118,16 +83,13 @@ def _stored_line(line_no: int, line: SponsorStatementLine) -> repo.InvoiceLineRo
         mb=line.mb,
         unit_price=line.unit_price,
         amount_minor=line.amount_minor,
+        currency=line.currency,
     )
 
 
 async def _invoice_public(conn: Connection, row: repo.InvoiceRow) -> InvoicePublic:
     lines = await repo.invoice_lines(conn, row.invoice_id)
-    return InvoicePublic(
-        **_summary(row).model_dump(),
-        time_zone=row.time_zone,
-        lines=[_public_line(line, row.currency) for line in lines],
-    )
+    return InvoicePublic.model_validate(replace(row, lines=lines))
 
 
 async def invoice(conn: Connection, *, number: str, sponsor_id: UUID | None) -> InvoicePublic:
@@ -143,21 +105,21 @@ async def invoices(
     *,
     sponsor_id: UUID | None,
     period: date | None,
-    before: str | None,
+    cursor: str | None,
     limit: int,
-) -> list[InvoiceSummary]:
-    """Invoices, newest first; `before` is the number of the last invoice of the previous
-    page."""
-    before_id = None
-    if before is not None:
-        anchor = await repo.find_invoice(conn, number=before, sponsor_id=sponsor_id)
-        if anchor is None:
-            raise InvalidCursor(f"no invoice {before} to page from")
-        before_id = anchor.invoice_id
+) -> Page[InvoiceSummary]:
+    """A page of invoices, newest first (of one sponsor or month, or all)."""
+    before = None
+    if cursor is not None:
+        (before,) = paging.decode_cursor(cursor, (int,), scope=_INVOICES)
     rows = await repo.list_invoices(
-        conn, sponsor_id=sponsor_id, period=period, before_id=before_id, limit=limit
+        conn, sponsor_id=sponsor_id, period=period, before_id=before, limit=limit + 1
     )
-    return [_summary(row) for row in rows]
+    found = paging.page(rows, limit=limit, key=lambda row: (row.invoice_id,), scope=_INVOICES)
+    return Page[InvoiceSummary](
+        items=[InvoiceSummary.model_validate(row) for row in found.items],
+        next_cursor=found.next_cursor,
+    )
 
 
 async def close_period(
@@ -188,8 +150,8 @@ async def close_period(
         return await invoice(conn, number=repeated, sponsor_id=None)
 
     # Wait for an allocation batch under way: it may have started before the closing window
-    # ended and book into this period. Batches after this one see a later clock (run.py).
-    await run_repository.wait_for_run(conn)
+    # ended and book into this period. Batches after this one see a later clock.
+    await batches.wait_for_batches(conn)
     await repo.lock_invoice_slot(conn, sponsor_id=sponsor_id, period=period)
     existing = await repo.find_invoice(conn, sponsor_id=sponsor_id, period=period)
     if existing is not None:
@@ -217,10 +179,10 @@ async def _issue_invoice(
     if not currencies:
         # Nothing used: the invoice (for nothing) still closes the period, in the currency
         # of the sponsor's policies when they agree on one.
-        currencies = await repo.sponsor_currencies(conn, sponsor_id)
+        currencies = await sponsors.policy_currencies(conn, sponsor_id)
         if len(currencies) != 1:
-            currencies = [await repo.platform_currency(conn)]
-    issue_date = now.astimezone(calendar.zone).date()
+            currencies = [await tariff_repo.platform_currency(conn)]
+    issue_date = calendar.day_of(now)
     sequence = await repo.next_number(conn, series=INVOICE_SERIES, year=issue_date.year)
     number = document_number(INVOICE_SERIES, issue_date.year, sequence)
     invoice_id = await repo.insert_invoice(
@@ -249,31 +211,11 @@ async def _issue_invoice(
 async def _credit_notes_public(
     conn: Connection, rows: list[repo.CreditNoteRow]
 ) -> list[CreditNotePublic]:
-    lines = await repo.credit_note_lines(conn, [row.credit_note_id for row in rows])
-    by_note: dict[int, list[CreditNoteLinePublic]] = {row.credit_note_id: [] for row in rows}
-    currency = {row.credit_note_id: row.currency for row in rows}
-    for line in lines:
-        by_note[line.credit_note_id].append(
-            CreditNoteLinePublic(
-                line_no=line.line_no,
-                line_id=line.line_id,
-                amount_minor=line.amount_minor,
-                amount=rating.format_major(line.amount_minor, currency[line.credit_note_id]),
-            )
-        )
+    by_note: dict[int, list[repo.CreditNoteLineRow]] = {row.credit_note_id: [] for row in rows}
+    for line in await repo.credit_note_lines(conn, list(by_note)):
+        by_note[line.credit_note_id].append(line)
     return [
-        CreditNotePublic(
-            number=row.number,
-            invoice_number=row.invoice_number,
-            sponsor_id=row.sponsor_id,
-            reason=row.reason,
-            currency=row.currency,
-            total_minor=row.total_minor,
-            total=rating.format_major(row.total_minor, row.currency),
-            issued_at=row.issued_at,
-            issue_date=row.issue_date,
-            lines=by_note[row.credit_note_id],
-        )
+        CreditNotePublic.model_validate(replace(row, lines=by_note[row.credit_note_id]))
         for row in rows
     ]
 
@@ -289,14 +231,28 @@ async def credit_note(
 
 
 async def credit_notes_of(
-    conn: Connection, *, invoice_number: str, sponsor_id: UUID | None
-) -> list[CreditNotePublic]:
-    """The credit notes of an invoice, oldest first."""
+    conn: Connection,
+    *,
+    invoice_number: str,
+    sponsor_id: UUID | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[CreditNotePublic]:
+    """A page of the credit notes of an invoice, oldest first."""
     found = await repo.find_invoice(conn, number=invoice_number, sponsor_id=sponsor_id)
     if found is None:
         raise InvoiceNotFound(f"no invoice {invoice_number}")
-    return await _credit_notes_public(
-        conn, await repo.credit_notes(conn, invoice_id=found.invoice_id)
+    after = None
+    if cursor is not None:
+        (after,) = paging.decode_cursor(cursor, (int,), scope=_CREDIT_NOTES)
+    rows = await repo.credit_notes(
+        conn, invoice_id=found.invoice_id, after_id=after, limit=limit + 1
+    )
+    notes = paging.page(
+        rows, limit=limit, key=lambda row: (row.credit_note_id,), scope=_CREDIT_NOTES
+    )
+    return Page[CreditNotePublic](
+        items=await _credit_notes_public(conn, notes.items), next_cursor=notes.next_cursor
     )
 
 
@@ -339,7 +295,7 @@ async def issue_credit_note(
                 line_no=wanted.line_no,
                 left_minor=left,
             )
-    issue_date = now.astimezone(calendar.zone).date()
+    issue_date = calendar.day_of(now)
     sequence = await repo.next_number(conn, series=CREDIT_NOTE_SERIES, year=issue_date.year)
     number = document_number(CREDIT_NOTE_SERIES, issue_date.year, sequence)
     await repo.insert_credit_note(

@@ -1,4 +1,4 @@
-"""Statement, invoice, credit-note, revenue-share and margin models at the API's edge.
+"""Tariff, statement, invoice, credit-note, revenue-share and margin models at the API's edge.
 
 Money is integer minor units (`*_minor`) with the same amount as a decimal string in major
 units beside it; unit prices, percents and MB are decimal strings; bytes are integers.
@@ -12,7 +12,19 @@ from decimal import Decimal
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+    model_validator,
+)
+
+from billing.documents.rating import RoundingScope, format_major
+from flowbill.periods import format_period
 
 InvoiceNumber = Annotated[str, StringConstraints(pattern=r"^FB-[0-9]{4}-[0-9]{6,9}$")]
 CreditNoteNumber = Annotated[str, StringConstraints(pattern=r"^CN-[0-9]{4}-[0-9]{6,9}$")]
@@ -24,8 +36,52 @@ Percent = Annotated[
 ]
 
 
+def _period_text(value: object) -> object:
+    return format_period(value) if isinstance(value, date) else value
+
+
+# A period as the API writes it, YYYY-MM; rows hold it as the date of its first day.
+PeriodText = Annotated[str, BeforeValidator(_period_text)]
+
+
 class _Command(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _FromRow(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- Tariffs --------------------------------------------------------------------------------
+
+PricePerMb = Annotated[
+    Decimal, Field(ge=0, le=Decimal("99999999"), max_digits=14, decimal_places=6)
+]
+
+
+class TariffCreate(_Command):
+    effective_from: AwareDatetime | None = Field(
+        default=None, description="When it applies; default now; never in the past."
+    )
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "CNY"
+    wholesale_per_mb: PricePerMb = Field(description="What the carrier charges per MB.")
+    overage_per_mb: PricePerMb = Field(description="What a user pays per MB of overage.")
+    rounding_unit_bytes: int = Field(
+        default=1024, ge=1, le=1024**3, description="Bytes are rounded up to this unit..."
+    )
+    rounding_scope: RoundingScope = Field(
+        default=RoundingScope.ITEM, description="...per usage item, or per statement line."
+    )
+
+
+class TariffPublic(_FromRow):
+    effective_from: datetime
+    currency: str
+    wholesale_per_mb: Decimal
+    overage_per_mb: Decimal
+    rounding_unit_bytes: int
+    rounding_scope: RoundingScope
+    created_at: datetime
 
 
 class StatementStatus(enum.StrEnum):
@@ -76,7 +132,7 @@ class SponsorStatement(BaseModel):
     totals: list[CurrencyTotal]
 
 
-class DrillDownItem(BaseModel):
+class DrillDownItem(_FromRow):
     window_start: datetime
     window_end: datetime | None = Field(description="From the device report (None if purged).")
     iccid: str
@@ -86,12 +142,6 @@ class DrillDownItem(BaseModel):
     bytes: int = Field(description="Bytes of the item allocated to this line's payer.")
     received_at: datetime | None
     batch_id: int
-
-
-class DrillDownPage(BaseModel):
-    line_id: str
-    items: list[DrillDownItem]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 # --- Driver statements --------------------------------------------------------------------
@@ -127,38 +177,58 @@ class DriverStatement(BaseModel):
 # --- Invoices and credit notes ------------------------------------------------------------
 
 
-class InvoiceLinePublic(BaseModel):
+class _DocumentLine(_FromRow):
+    """A line of an issued document: its amount in minor units, and as a decimal string in major
+    units of the document's currency."""
+
     line_no: int
     line_id: str
+    amount_minor: int
+    # The document's currency, which the document states once: it only formats `amount`.
+    currency: str = Field(exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def amount(self) -> str:
+        return format_major(self.amount_minor, self.currency)
+
+
+class InvoiceLinePublic(_DocumentLine):
     policy_id: int
     policy_name: str
     terms_from: datetime
     category: str
     adjustment: bool
-    used_in: str | None
+    used_in: PeriodText | None
     tariff_from: datetime
     items: int
     bytes: int
     rated_bytes: int
     mb: Decimal
     unit_price: Decimal
-    amount_minor: int
-    amount: str
     credited_minor: int = Field(description="Credited on this line by credit notes so far.")
 
 
-class InvoiceSummary(BaseModel):
+class InvoiceSummary(_FromRow):
     number: str
     sponsor_id: UUID
-    period: str
+    period: PeriodText
     currency: str
     bytes: int
     total_minor: int
-    total: str
     credited_minor: int
-    balance_minor: int = Field(description="Total less credit notes.")
     issued_at: datetime
     issue_date: date
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total(self) -> str:
+        return format_major(self.total_minor, self.currency)
+
+    @computed_field(description="Total less credit notes.")  # type: ignore[prop-decorator]
+    @property
+    def balance_minor(self) -> int:
+        return self.total_minor - self.credited_minor
 
 
 class InvoicePublic(InvoiceSummary):
@@ -183,24 +253,25 @@ class CreditNoteCreate(_Command):
         return self
 
 
-class CreditNoteLinePublic(BaseModel):
-    line_no: int
-    line_id: str
-    amount_minor: int
-    amount: str
+class CreditNoteLinePublic(_DocumentLine):
+    """What a credit note takes off one of the invoice's lines."""
 
 
-class CreditNotePublic(BaseModel):
+class CreditNotePublic(_FromRow):
     number: str
     invoice_number: str
     sponsor_id: UUID
     reason: str
     currency: str
     total_minor: int
-    total: str
     issued_at: datetime
     issue_date: date
     lines: list[CreditNoteLinePublic]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total(self) -> str:
+        return format_major(self.total_minor, self.currency)
 
 
 # --- Revenue share --------------------------------------------------------------------------
@@ -240,7 +311,7 @@ class RevenueShareRuleUpdate(_Command):
         return self
 
 
-class RevenueShareRulePublic(BaseModel):
+class RevenueShareRulePublic(_FromRow):
     rule_id: int
     partner_id: UUID
     name: str

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from uuid import UUID
 
-from billing import repository
+from billing.allocation import repository
+from flowbill import periods
 from flowbill.db import Connection
 from tenants import service as tenants
 from tenants.errors import TenantNotFound
@@ -51,7 +52,7 @@ class SimMonth:
 
 def month_days(month: date) -> list[date]:
     """Every calendar day of the month that starts on `month`."""
-    following = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+    following = periods.next_month(month)
     return [month + timedelta(days=n) for n in range((following - month).days)]
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
-from flowbill.periods import closes_at, month_of
+from flowbill.periods import Calendar
 
 
 @dataclass(slots=True)
@@ -15,8 +14,7 @@ class Booking:
     open, else the current month (as an adjustment); and its day of use. Cached per minute
     of use (items are minutes; every time zone's offset is whole minutes)."""
 
-    zone: ZoneInfo
-    closing_days: int
+    calendar: Calendar
     now: datetime
     _current: date | None = None
     _by_minute: dict[datetime, tuple[date, bool, date]] = field(default_factory=dict)
@@ -29,13 +27,13 @@ class Booking:
         minute = window_start.replace(second=0, microsecond=0)
         found = self._by_minute.get(minute)
         if found is None:
-            local = minute.astimezone(self.zone)
+            local = minute.astimezone(self.calendar.zone)
             used = date(local.year, local.month, 1)
-            if self.now < closes_at(used, self.zone, self.closing_days):
+            if self.now < self.calendar.closable_at(used):
                 found = (used, False, local.date())
             else:
                 if self._current is None:
-                    self._current = month_of(self.now, self.zone)
+                    self._current = self.calendar.period_of(self.now)
                 found = (self._current, self._current != used, local.date())
             self._by_minute[minute] = found
         self._by_minute[window_start] = found

@@ -5,22 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from billing import repository
-from billing.rating import RoundingScope
-from billing.schemas import BillingProgress, TariffCreate, TariffPublic
+from billing.documents.repository import tariffs as repository
+from billing.documents.schemas import TariffCreate, TariffPublic
 from flowbill.db import Connection
 from flowbill.errors import Conflict, InvalidInput
 
 _CLOCK_SKEW = timedelta(seconds=5)
-
-
-def _public(row: repository.TariffRow) -> TariffPublic:
-    return TariffPublic(
-        effective_from=row.effective_from, currency=row.currency,
-        wholesale_per_mb=row.wholesale_per_mb, overage_per_mb=row.overage_per_mb,
-        rounding_unit_bytes=row.rounding_unit_bytes,
-        rounding_scope=RoundingScope(row.rounding_scope), created_at=row.created_at,
-    )  # fmt: skip
 
 
 async def add_tariff(conn: Connection, *, body: TariffCreate, now: datetime) -> TariffPublic:
@@ -40,19 +30,9 @@ async def add_tariff(conn: Connection, *, body: TariffCreate, now: datetime) -> 
             rounding_scope=body.rounding_scope.value, created_at=now,
         ),
     )  # fmt: skip
-    return _public(row)
+    return TariffPublic.model_validate(row)
 
 
 async def tariffs(conn: Connection) -> list[TariffPublic]:
     """Every tariff, oldest first: each applies from its start until the next one's."""
-    return [_public(r) for r in await repository.tariffs(conn)]
-
-
-async def progress(conn: Connection) -> BillingProgress:
-    """Where the allocation run is, and how much stored usage it has not reached yet."""
-    found = await repository.progress(conn)
-    return BillingProgress(
-        next_xid=found.next_xid, batches=found.batches, items_allocated=found.items,
-        backlog_items=await repository.unallocated_items(conn),
-        last_batch_at=found.last_batch_at,
-    )  # fmt: skip
+    return [TariffPublic.model_validate(r) for r in await repository.tariffs(conn)]
