@@ -8,8 +8,10 @@ from datetime import datetime, timedelta
 from billing import repository
 from billing.rating import RoundingScope
 from billing.schemas import BillingProgress, TariffCreate, TariffPublic
+from flowbill import paging
 from flowbill.db import Connection
 from flowbill.errors import Conflict, InvalidInput
+from flowbill.paging import Page
 
 _CLOCK_SKEW = timedelta(seconds=5)
 
@@ -55,4 +57,14 @@ async def progress(conn: Connection) -> BillingProgress:
         next_xid=found.next_xid, batches=found.batches, items_allocated=found.items,
         backlog_items=await repository.unallocated_items(conn),
         last_batch_at=found.last_batch_at,
+    )  # fmt: skip
+
+
+async def tariff_page(conn: Connection, *, limit: int, cursor: str | None) -> Page[TariffPublic]:
+    """Every tariff, oldest first, a page at a time (there are few, so they are read whole)."""
+    (after,) = paging.decode_cursor(cursor, (datetime,), scope="tariffs") if cursor else (None,)
+    later = [r for r in await repository.tariffs(conn) if after is None or r.effective_from > after]
+    return paging.page(
+        [_public(r) for r in later[: limit + 1]],
+        limit=limit, key=lambda t: (t.effective_from,), scope="tariffs",
     )  # fmt: skip
