@@ -477,21 +477,6 @@ async def set_policy_spend(conn: Connection, spend: Sequence[tuple[int, int, Dec
     )
 
 
-async def cap_use(
-    conn: Connection, keys: Sequence[tuple[int, date, str]]
-) -> dict[tuple[int, date, str], int]:
-    if not keys:
-        return {}
-    cur = await conn.execute(
-        """SELECT c.policy_id, c.period, c.iccid, c.used_bytes
-           FROM policy_sim_spend c
-           JOIN unnest(%s::bigint[], %s::date[], %s::text[]) AS k(policy_id, period, iccid)
-             USING (policy_id, period, iccid)""",
-        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
-    )
-    return {(r[0], r[1], r[2]): int(r[3]) for r in await cur.fetchall()}
-
-
 async def caps_used(
     conn: Connection, policy_ids: Sequence[int], periods: Sequence[date], iccids: Sequence[str]
 ) -> dict[tuple[int, date, str], int]:
@@ -499,17 +484,6 @@ async def caps_used(
         "SELECT policy_id, period, iccid, used_bytes FROM policy_sim_spend"
         " WHERE policy_id = ANY(%s) AND period = ANY(%s) AND iccid = ANY(%s)",
         (list(policy_ids), list(periods), list(iccids)),
-    )
-    return {(r[0], r[1], r[2]): int(r[3]) for r in await cur.fetchall()}
-
-
-async def cap_use_of_sims(
-    conn: Connection, iccids: Sequence[str], period: date
-) -> dict[tuple[int, date, str], int]:
-    cur = await conn.execute(
-        "SELECT policy_id, period, iccid, used_bytes FROM policy_sim_spend"
-        " WHERE period = %s AND iccid = ANY(%s)",
-        (period, list(iccids)),
     )
     return {(r[0], r[1], r[2]): int(r[3]) for r in await cur.fetchall()}
 
