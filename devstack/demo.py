@@ -19,7 +19,6 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
@@ -27,7 +26,7 @@ import psycopg
 from devstack import billing_demo
 from devstack.iot_cards_demo import run_iot_demo
 from devstack.wallet_demo import run_wallet_demo
-from flowbill.periods import earliest_open
+from flowbill.periods import Calendar, earliest_open, format_period
 from flowbill.settings import Settings, get_settings
 from flowbill.units import MB
 
@@ -280,10 +279,10 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
         print(f"  {line}")
     print()
     print("sponsors: who pays each app's bytes (automaker, map vendor, music provider, drivers) …")
-    zone = ZoneInfo(settings.billing_time_zone)
+    calendar = Calendar.from_settings(settings)
     scenario = billing_demo.set_up(
         api, key, vehicle_iccids=vehicles,
-        valid_from=earliest_open(datetime.now(UTC), zone, settings.billing_closing_days),
+        valid_from=earliest_open(datetime.now(UTC), calendar.zone, calendar.closing_days),
     )  # fmt: skip
     print(f"  {scenario.vehicles} vehicles with drivers ({scenario.funded_drivers} wallets"
           " filled by a promotion), 3 sponsors, 3 policies; `flowbill bill` runs …")  # fmt: skip
@@ -294,7 +293,7 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
     (logs / "pids.json").write_text(json.dumps({k: p.pid for k, p in processes.items()}))
     billing_demo.wait_allocated(api, key)
     for line in billing_demo.report_lines(
-        api, key, scenario, period=datetime.now(zone).strftime("%Y-%m")
+        api, key, scenario, period=format_period(calendar.period_of(datetime.now(UTC)))
     ):
         print(f"  {line}")
     with psycopg.connect(settings.database_dsn, autocommit=True) as conn:

@@ -177,19 +177,20 @@ class RejectRecord:
 
 
 async def list_rejects(
-    conn: Connection, *, reason: str | None, before_id: int | None, limit: int
+    conn: Connection, *, reason: str | None, after: int | None, limit: int
 ) -> list[RejectRecord]:
+    """Rejects (of a reason, if given), newest first, after the reject `after`."""
     async with conn.cursor(row_factory=class_row(RejectRecord)) as cur:
         await cur.execute(
             """
             SELECT reject_id, received_at, topic, reason, detail, payload_size, payload
             FROM ingest_rejects
             WHERE (%(reason)s::text IS NULL OR reason = %(reason)s)
-              AND (%(before)s::bigint IS NULL OR reject_id < %(before)s)
+              AND (%(after)s::bigint IS NULL OR reject_id < %(after)s)
             ORDER BY reject_id DESC
             LIMIT %(limit)s
             """,
-            {"reason": reason, "before": before_id, "limit": limit},
+            {"reason": reason, "after": after, "limit": limit},
         )
         return await cur.fetchall()
 
@@ -210,7 +211,10 @@ class BootSequence:
     last_seen: datetime
 
 
-async def list_boots_with_gaps(conn: Connection, *, limit: int) -> list[BootSequence]:
+async def list_boots_with_gaps(
+    conn: Connection, *, after: tuple[datetime, str, int] | None, limit: int
+) -> list[BootSequence]:
+    """Boots with lost reports, last seen first, after the (last_seen, iccid, boot) key."""
     async with conn.cursor(row_factory=class_row(BootSequence)) as cur:
         await cur.execute(
             """
@@ -218,28 +222,40 @@ async def list_boots_with_gaps(conn: Connection, *, limit: int) -> list[BootSequ
                    last_seq - first_seq + 1 - reports AS missing, last_seen
             FROM sim_boots
             WHERE last_seq - first_seq + 1 - reports > 0
-            ORDER BY last_seen DESC
-            LIMIT %s
+              AND (%(seen)s::timestamptz IS NULL
+                   OR (last_seen, iccid, boot) < (%(seen)s, %(iccid)s, %(boot)s))
+            ORDER BY last_seen DESC, iccid DESC, boot DESC
+            LIMIT %(limit)s
             """,
-            (limit,),
-        )
+            {
+                "seen": after and after[0], "iccid": after and after[1],
+                "boot": after and after[2], "limit": limit,
+            },
+        )  # fmt: skip
         return await cur.fetchall()
 
 
-async def missing_seq_ranges(conn: Connection, *, iccid: str, boot: int) -> list[tuple[int, int]]:
+@dataclass(frozen=True, slots=True)
+class SeqRange:
+    first_seq: int
+    last_seq: int
+
+
+async def missing_seq_ranges(conn: Connection, *, iccid: str, boot: int) -> list[SeqRange]:
     """The (first, last) sequence numbers of each run of reports not received."""
-    cur = await conn.execute(
-        """
-        SELECT seq + 1, next_seq - 1 FROM (
-            SELECT seq, lead(seq) OVER (ORDER BY seq) AS next_seq
-            FROM (SELECT DISTINCT seq FROM usage_reports WHERE iccid = %s AND boot = %s) d
-        ) s
-        WHERE next_seq > seq + 1
-        ORDER BY 1
-        """,
-        (iccid, boot),
-    )
-    return [(int(a), int(b)) for a, b in await cur.fetchall()]
+    async with conn.cursor(row_factory=class_row(SeqRange)) as cur:
+        await cur.execute(
+            """
+            SELECT seq + 1 AS first_seq, next_seq - 1 AS last_seq FROM (
+                SELECT seq, lead(seq) OVER (ORDER BY seq) AS next_seq
+                FROM (SELECT DISTINCT seq FROM usage_reports WHERE iccid = %s AND boot = %s) d
+            ) s
+            WHERE next_seq > seq + 1
+            ORDER BY 1
+            """,
+            (iccid, boot),
+        )
+        return await cur.fetchall()
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,20 +268,33 @@ class HourlyUsage:
 
 
 async def hourly_usage(
-    conn: Connection, *, iccid: str, since: datetime, until: datetime
+    conn: Connection,
+    *,
+    iccid: str,
+    since: datetime,
+    until: datetime,
+    after: tuple[datetime, str] | None = None,
+    limit: int | None = None,
 ) -> list[HourlyUsage]:
+    """One SIM's usage per hour and app in [since, until): all of it, or `limit` rows after
+    the (hour, app) key."""
     async with conn.cursor(row_factory=class_row(HourlyUsage)) as cur:
         await cur.execute(
             """
             SELECT hour, app, sum(up_bytes)::bigint AS up_bytes,
                    sum(down_bytes)::bigint AS down_bytes, sum(items)::bigint AS items
             FROM usage_hourly
-            WHERE iccid = %s AND hour >= %s AND hour < %s
+            WHERE iccid = %(iccid)s AND hour >= %(since)s AND hour < %(until)s
+              AND (%(hour)s::timestamptz IS NULL OR (hour, app) > (%(hour)s, %(app)s))
             GROUP BY hour, app
             ORDER BY hour, app
+            LIMIT %(limit)s
             """,
-            (iccid, since, until),
-        )
+            {
+                "iccid": iccid, "since": since, "until": until, "hour": after and after[0],
+                "app": after and after[1], "limit": limit,
+            },
+        )  # fmt: skip
         return await cur.fetchall()
 
 
@@ -363,7 +392,10 @@ class UnprovisionedSim:
     last_seen: datetime
 
 
-async def list_unprovisioned(conn: Connection, *, limit: int) -> list[UnprovisionedSim]:
+async def list_unprovisioned(
+    conn: Connection, *, after: tuple[datetime, str] | None, limit: int
+) -> list[UnprovisionedSim]:
+    """Unprovisioned SIMs, last seen first, after the (last_seen, iccid) key."""
     async with conn.cursor(row_factory=class_row(UnprovisionedSim)) as cur:
         await cur.execute(
             """
@@ -372,9 +404,11 @@ async def list_unprovisioned(conn: Connection, *, limit: int) -> list[Unprovisio
             FROM sim_boots b
             WHERE NOT EXISTS (SELECT 1 FROM sims s WHERE s.iccid = b.iccid)
             GROUP BY b.iccid
-            ORDER BY max(b.last_seen) DESC
-            LIMIT %s
+            HAVING %(seen)s::timestamptz IS NULL
+                OR (max(b.last_seen), b.iccid) < (%(seen)s, %(iccid)s)
+            ORDER BY max(b.last_seen) DESC, b.iccid DESC
+            LIMIT %(limit)s
             """,
-            (limit,),
+            {"seen": after and after[0], "iccid": after and after[1], "limit": limit},
         )
         return await cur.fetchall()

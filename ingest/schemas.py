@@ -6,10 +6,16 @@ import base64
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from ingest.protocol import is_valid_iccid
-from ingest.repository import RejectRecord
 
 
 def _check_iccid(value: str) -> str:
@@ -40,31 +46,22 @@ class UnprovisionedSimPublic(BaseModel):
     last_seen: datetime
 
 
+def _base64(raw: bytes | str) -> str:
+    return raw if isinstance(raw, str) else base64.b64encode(raw).decode()
+
+
 class RejectPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     reject_id: int
     received_at: datetime
     topic: str
     reason: str
     detail: str
     payload_size: int
-    payload_base64: str = Field(description="The raw payload (first 64 KiB), base64.")
-
-    @classmethod
-    def from_record(cls, record: RejectRecord) -> RejectPublic:
-        return cls(
-            reject_id=record.reject_id,
-            received_at=record.received_at,
-            topic=record.topic,
-            reason=record.reason,
-            detail=record.detail,
-            payload_size=record.payload_size,
-            payload_base64=base64.b64encode(record.payload).decode(),
-        )
-
-
-class RejectPage(BaseModel):
-    rejects: list[RejectPublic]
-    next_before_id: int | None = Field(description="Pass as before_id for the next page.")
+    # Read from the row's raw `payload`, shown as base64 (JSON holds no raw bytes).
+    payload_base64: Annotated[str, BeforeValidator(_base64)] = Field(
+        validation_alias="payload", description="The raw payload (first 64 KiB), base64."
+    )
 
 
 class BootSequencePublic(BaseModel):
@@ -79,6 +76,7 @@ class BootSequencePublic(BaseModel):
 
 
 class MissingRange(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     first_seq: int
     last_seq: int
 

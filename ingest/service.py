@@ -7,10 +7,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from flowbill import paging
 from flowbill.db import Connection
 from flowbill.errors import InvalidInput
+from flowbill.paging import Page
 from ingest import repository
 from ingest.protocol import MAX_PAYLOAD_BYTES, Rejection, RejectReason, parse_report
+from ingest.schemas import (
+    BootSequencePublic,
+    HourlyUsagePublic,
+    MissingRange,
+    RejectPublic,
+    UnprovisionedSimPublic,
+)
 
 _MAX_TOPIC_CHARS = 1024
 
@@ -133,18 +142,31 @@ async def provision_sims(conn: Connection, iccids: Sequence[str], *, label: str)
     return await repository.provision_sims(conn, sorted(set(iccids)), label=label)
 
 
-async def unprovisioned_sims(conn: Connection, *, limit: int) -> list[repository.UnprovisionedSim]:
-    """ICCIDs that report usage but that no one has provisioned, most recent first."""
-    return await repository.list_unprovisioned(conn, limit=limit)
+async def unprovisioned_sims(
+    conn: Connection, *, limit: int, cursor: str | None
+) -> Page[UnprovisionedSimPublic]:
+    """ICCIDs that report usage but that no one has provisioned, most recently seen first,
+    a page at a time."""
+    after = paging.decode_cursor(cursor, (datetime, str), scope="unprovisioned") if cursor else None
+    rows = await repository.list_unprovisioned(conn, after=after, limit=limit + 1)
+    return paging.page(
+        [UnprovisionedSimPublic.model_validate(r) for r in rows],
+        limit=limit, key=lambda s: (s.last_seen, s.iccid), scope="unprovisioned",
+    )  # fmt: skip
 
 
 async def rejects(
-    conn: Connection, *, reason: RejectReason | None, before_id: int | None, limit: int
-) -> list[repository.RejectRecord]:
-    """Rejected messages, newest first, one page."""
-    return await repository.list_rejects(
-        conn, reason=reason.value if reason else None, before_id=before_id, limit=limit
+    conn: Connection, *, reason: RejectReason | None, limit: int, cursor: str | None
+) -> Page[RejectPublic]:
+    """Rejected messages, newest first, a page at a time."""
+    (after,) = paging.decode_cursor(cursor, (int,), scope="rejects") if cursor else (None,)
+    rows = await repository.list_rejects(
+        conn, reason=reason.value if reason else None, after=after, limit=limit + 1
     )
+    return paging.page(
+        [RejectPublic.model_validate(r) for r in rows],
+        limit=limit, key=lambda r: (r.reject_id,), scope="rejects",
+    )  # fmt: skip
 
 
 async def reject_counts(conn: Connection) -> dict[str, int]:
@@ -152,25 +174,63 @@ async def reject_counts(conn: Connection) -> dict[str, int]:
     return await repository.count_rejects_by_reason(conn)
 
 
-async def boots_with_gaps(conn: Connection, *, limit: int) -> list[repository.BootSequence]:
-    """Device boots whose sequence numbers show lost reports."""
-    return await repository.list_boots_with_gaps(conn, limit=limit)
+async def boots_with_gaps(
+    conn: Connection, *, limit: int, cursor: str | None
+) -> Page[BootSequencePublic]:
+    """Device boots whose sequence numbers show lost reports, most recently seen first, a
+    page at a time."""
+    after = (
+        paging.decode_cursor(cursor, (datetime, str, int), scope="boot-gaps") if cursor else None
+    )
+    rows = await repository.list_boots_with_gaps(conn, after=after, limit=limit + 1)
+    return paging.page(
+        [BootSequencePublic.model_validate(r) for r in rows],
+        limit=limit, key=lambda b: (b.last_seen, b.iccid, b.boot), scope="boot-gaps",
+    )  # fmt: skip
 
 
-async def missing_reports(conn: Connection, *, iccid: str, boot: int) -> list[tuple[int, int]]:
+async def missing_reports(conn: Connection, *, iccid: str, boot: int) -> list[MissingRange]:
     """The runs of sequence numbers never received for one boot of one SIM."""
-    return await repository.missing_seq_ranges(conn, iccid=iccid, boot=boot)
+    return [
+        MissingRange.model_validate(r)
+        for r in await repository.missing_seq_ranges(conn, iccid=iccid, boot=boot)
+    ]
+
+
+def _check_window(since: datetime, until: datetime) -> None:
+    if until <= since:
+        raise InvalidInput("`until` must be after `since`")
+    if until - since > timedelta(days=366):
+        raise InvalidInput("ask for at most 366 days at once")
 
 
 async def hourly_usage(
     conn: Connection, *, iccid: str, since: datetime, until: datetime
 ) -> list[repository.HourlyUsage]:
     """Per-app hourly usage of one SIM from the rollup (kept after raw data is dropped)."""
-    if until <= since:
-        raise InvalidInput("`until` must be after `since`")
-    if until - since > timedelta(days=366):
-        raise InvalidInput("ask for at most 366 days at once")
+    _check_window(since, until)
     return await repository.hourly_usage(conn, iccid=iccid, since=since, until=until)
+
+
+async def hourly_usage_page(
+    conn: Connection,
+    *,
+    iccid: str,
+    since: datetime,
+    until: datetime,
+    limit: int,
+    cursor: str | None,
+) -> Page[HourlyUsagePublic]:
+    """Per-app hourly usage of one SIM from the rollup, by hour and app, a page at a time."""
+    _check_window(since, until)
+    after = paging.decode_cursor(cursor, (datetime, str), scope="hourly-usage") if cursor else None
+    rows = await repository.hourly_usage(
+        conn, iccid=iccid, since=since, until=until, after=after, limit=limit + 1
+    )
+    return paging.page(
+        [HourlyUsagePublic.model_validate(r) for r in rows],
+        limit=limit, key=lambda h: (h.hour, h.app), scope="hourly-usage",
+    )  # fmt: skip
 
 
 async def usage_totals(

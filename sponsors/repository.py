@@ -37,9 +37,16 @@ async def upsert_app(conn: Connection, *, app: str, category: str, name: str) ->
         return row
 
 
-async def catalogue(conn: Connection) -> list[CatalogueRow]:
+async def catalogue(
+    conn: Connection, *, after: str | None = None, limit: int | None = None
+) -> list[CatalogueRow]:
+    """Catalogued apps by app id: all of them, or `limit` after the app `after`."""
     async with conn.cursor(row_factory=class_row(CatalogueRow)) as cur:
-        await cur.execute("SELECT app, category, name, updated_at FROM catalogue_apps ORDER BY app")
+        await cur.execute(
+            "SELECT app, category, name, updated_at FROM catalogue_apps"
+            " WHERE %(after)s::text IS NULL OR app > %(after)s ORDER BY app LIMIT %(limit)s",
+            {"after": after, "limit": limit},
+        )
         return await cur.fetchall()
 
 
@@ -91,10 +98,15 @@ async def vehicles_of(
         return await cur.fetchall()
 
 
-async def vehicles_of_driver(conn: Connection, driver_id: UUID) -> list[VehicleRow]:
+async def vehicles_of_driver(
+    conn: Connection, driver_id: UUID, *, after: str | None = None, limit: int | None = None
+) -> list[VehicleRow]:
+    """The driver's vehicles by VIN: all of them, or `limit` after the VIN `after`."""
     async with conn.cursor(row_factory=class_row(VehicleRow)) as cur:
         await cur.execute(
-            _VEHICLE + " WHERE v.driver_id = %s GROUP BY v.vin ORDER BY v.vin", (driver_id,)
+            _VEHICLE + " WHERE v.driver_id = %s AND v.vin > %s GROUP BY v.vin"
+            " ORDER BY v.vin LIMIT %s",
+            (driver_id, after or "", limit),
         )
         return await cur.fetchall()
 
@@ -235,13 +247,28 @@ async def remove_partnership(conn: Connection, *, automaker_id: UUID, sponsor_id
     return cur.rowcount > 0
 
 
-async def partners_of(conn: Connection, automaker_id: UUID) -> list[tuple[UUID, datetime]]:
-    cur = await conn.execute(
-        "SELECT sponsor_id, created_at FROM sponsor_partnerships WHERE automaker_id = %s"
-        " ORDER BY created_at",
-        (automaker_id,),
-    )
-    return [(r[0], r[1]) for r in await cur.fetchall()]
+@dataclass(frozen=True, slots=True)
+class PartnershipRow:
+    sponsor_id: UUID
+    created_at: datetime
+
+
+async def partners_of(
+    conn: Connection, automaker_id: UUID, *, after: tuple[datetime, UUID] | None, limit: int
+) -> list[PartnershipRow]:
+    """The sponsors the automaker allowed, in the order it allowed them, after `after`."""
+    async with conn.cursor(row_factory=class_row(PartnershipRow)) as cur:
+        await cur.execute(
+            """SELECT sponsor_id, created_at FROM sponsor_partnerships
+               WHERE automaker_id = %(automaker)s
+                 AND (%(at)s::timestamptz IS NULL OR (created_at, sponsor_id) > (%(at)s, %(id)s))
+               ORDER BY created_at, sponsor_id LIMIT %(limit)s""",
+            {
+                "automaker": automaker_id, "at": after and after[0], "id": after and after[1],
+                "limit": limit,
+            },
+        )  # fmt: skip
+        return await cur.fetchall()
 
 
 async def is_partner(conn: Connection, *, automaker_id: UUID, sponsor_id: UUID) -> bool:
@@ -285,6 +312,14 @@ class TermsRow:
     valid_until: datetime | None
     paused: bool
     created_at: datetime
+
+    @property
+    def scope(self) -> dict[str, object]:
+        """The scope's columns as the one object the API shows."""
+        return {
+            "kind": self.scope_kind, "automaker_id": self.automaker_id, "model": self.model,
+            "fleet": self.fleet, "iccids": self.iccids,
+        }  # fmt: skip
 
 
 _POLICY = (
@@ -364,11 +399,14 @@ async def policy(
         return await cur.fetchone()
 
 
-async def policies_of(conn: Connection, sponsor_id: UUID) -> list[PolicyRow]:
+async def policies_of(
+    conn: Connection, sponsor_id: UUID, *, after: int | None, limit: int
+) -> list[PolicyRow]:
     async with conn.cursor(row_factory=class_row(PolicyRow)) as cur:
         await cur.execute(
-            f"SELECT {_POLICY} FROM policies WHERE sponsor_id = %s ORDER BY policy_id",
-            (sponsor_id,),
+            f"SELECT {_POLICY} FROM policies WHERE sponsor_id = %s AND policy_id > %s"
+            " ORDER BY policy_id LIMIT %s",
+            (sponsor_id, after or 0, limit),
         )
         return await cur.fetchall()
 
@@ -387,6 +425,27 @@ async def terms_of(conn: Connection, policy_ids: Sequence[int]) -> list[TermsRow
             (list(policy_ids),),
         )
         return await cur.fetchall()
+
+
+async def terms_prices(
+    conn: Connection, policy_ids: Sequence[int]
+) -> list[tuple[int, datetime, str, str, Decimal]]:
+    """(policy, effective_from, name, currency, unit price) of every version of the terms."""
+    cur = await conn.execute(
+        """SELECT t.policy_id, t.effective_from, p.name, p.currency, t.unit_price
+           FROM policy_terms t JOIN policies p USING (policy_id)
+           WHERE t.policy_id = ANY(%s)""",
+        (list(policy_ids),),
+    )
+    return await cur.fetchall()
+
+
+async def policy_currencies(conn: Connection, sponsor_id: UUID) -> list[str]:
+    cur = await conn.execute(
+        "SELECT DISTINCT currency FROM policies WHERE sponsor_id = %s ORDER BY currency",
+        (sponsor_id,),
+    )
+    return [currency for (currency,) in await cur.fetchall()]
 
 
 async def all_terms(conn: Connection) -> list[TermsRow]:
@@ -439,21 +498,6 @@ async def set_policy_spend(conn: Connection, spend: Sequence[tuple[int, int, Dec
     )
 
 
-async def cap_use(
-    conn: Connection, keys: Sequence[tuple[int, date, str]]
-) -> dict[tuple[int, date, str], int]:
-    if not keys:
-        return {}
-    cur = await conn.execute(
-        """SELECT c.policy_id, c.period, c.iccid, c.used_bytes
-           FROM policy_sim_spend c
-           JOIN unnest(%s::bigint[], %s::date[], %s::text[]) AS k(policy_id, period, iccid)
-             USING (policy_id, period, iccid)""",
-        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
-    )
-    return {(r[0], r[1], r[2]): int(r[3]) for r in await cur.fetchall()}
-
-
 async def caps_used(
     conn: Connection, policy_ids: Sequence[int], periods: Sequence[date], iccids: Sequence[str]
 ) -> dict[tuple[int, date, str], int]:
@@ -461,17 +505,6 @@ async def caps_used(
         "SELECT policy_id, period, iccid, used_bytes FROM policy_sim_spend"
         " WHERE policy_id = ANY(%s) AND period = ANY(%s) AND iccid = ANY(%s)",
         (list(policy_ids), list(periods), list(iccids)),
-    )
-    return {(r[0], r[1], r[2]): int(r[3]) for r in await cur.fetchall()}
-
-
-async def cap_use_of_sims(
-    conn: Connection, iccids: Sequence[str], period: date
-) -> dict[tuple[int, date, str], int]:
-    cur = await conn.execute(
-        "SELECT policy_id, period, iccid, used_bytes FROM policy_sim_spend"
-        " WHERE period = %s AND iccid = ANY(%s)",
-        (period, list(iccids)),
     )
     return {(r[0], r[1], r[2]): int(r[3]) for r in await cur.fetchall()}
 
@@ -491,15 +524,22 @@ async def set_cap_use(conn: Connection, use: Sequence[tuple[int, date, str, int]
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class CapUseRow:
+    iccid: str
+    used_bytes: int
+
+
 async def cap_use_of_policy(
     conn: Connection, policy_id: int, period: date, *, after: str | None, limit: int
-) -> list[tuple[str, int]]:
-    cur = await conn.execute(
-        "SELECT iccid, used_bytes FROM policy_sim_spend WHERE policy_id = %s AND period = %s"
-        " AND iccid > %s ORDER BY iccid LIMIT %s",
-        (policy_id, period, after or "", limit),
-    )
-    return [(r[0], int(r[1])) for r in await cur.fetchall()]
+) -> list[CapUseRow]:
+    async with conn.cursor(row_factory=class_row(CapUseRow)) as cur:
+        await cur.execute(
+            "SELECT iccid, used_bytes FROM policy_sim_spend WHERE policy_id = %s AND period = %s"
+            " AND iccid > %s ORDER BY iccid LIMIT %s",
+            (policy_id, period, after or "", limit),
+        )
+        return await cur.fetchall()
 
 
 # --- Alerts ------------------------------------------------------------------------------------

@@ -48,6 +48,12 @@ class _Command(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _FromRow(BaseModel):
+    """An answer built from a repository row (`model_validate(row)`)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
 # --- The app catalogue (operator) ------------------------------------------------------------
 
 
@@ -56,7 +62,7 @@ class CatalogueAppUpdate(_Command):
     name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
 
 
-class CatalogueApp(BaseModel):
+class CatalogueApp(_FromRow):
     app: str
     category: Category
     name: str
@@ -75,7 +81,7 @@ class VehicleUpdate(_Command):
     )
 
 
-class VehiclePublic(BaseModel):
+class VehiclePublic(_FromRow):
     vin: str
     automaker_id: UUID
     model: str
@@ -85,12 +91,17 @@ class VehiclePublic(BaseModel):
     updated_at: datetime
 
 
-class SimPublic(BaseModel):
+class SimPublic(_FromRow):
     iccid: str
     vin: str
     model: str
     fleet: str | None
     driver_id: UUID | None
+
+
+class PartnerPublic(_FromRow):
+    sponsor_id: UUID = Field(description="A sponsor you allowed to pay for your vehicles.")
+    created_at: datetime = Field(description="When you allowed it.")
 
 
 # --- Policies (sponsors) ---------------------------------------------------------------------
@@ -175,7 +186,7 @@ class TermsChange(TermsSpec):
     )
 
 
-class TermsPublic(BaseModel):
+class TermsPublic(_FromRow):
     effective_from: datetime
     scope: Scope
     apps: list[str]
@@ -195,7 +206,7 @@ class PolicySpend(BaseModel):
     budget_left_bytes: int | None = Field(description="At the current terms' price.")
 
 
-class PolicyPublic(BaseModel):
+class PolicyPublic(_FromRow):
     policy_id: int
     sponsor_id: UUID
     name: str
@@ -208,7 +219,7 @@ class PolicyPublic(BaseModel):
     spend: PolicySpend
 
 
-class SimCapUse(BaseModel):
+class SimCapUse(_FromRow):
     iccid: str
     used_bytes: int
     cap_bytes: int | None

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
+from flowbill import paging
 from flowbill.db import Connection
+from flowbill.paging import Page
 from ingest.protocol import is_valid_iccid
 from sponsors import repository
 from sponsors.allocation import Budget, PolicyBook, Scope, SimView, Spend, Terms
@@ -38,7 +40,7 @@ from sponsors.schemas import (
     AlertThresholds,
     CatalogueApp,
     CatalogueAppUpdate,
-    Category,
+    PartnerPublic,
     PolicyCreate,
     PolicyPublic,
     PolicySpend,
@@ -51,7 +53,6 @@ from sponsors.schemas import (
     VehiclePublic,
     VehicleUpdate,
 )
-from sponsors.schemas import Scope as ScopeModel
 from tenants import service as tenants
 from tenants.errors import TenantNotFound
 from tenants.schemas import Role
@@ -62,22 +63,21 @@ _CLOCK_SKEW = timedelta(seconds=5)
 # --- Catalogue ---------------------------------------------------------------------------------
 
 
-def _public_app(row: repository.CatalogueRow) -> CatalogueApp:
-    return CatalogueApp(
-        app=row.app, category=Category(row.category), name=row.name, updated_at=row.updated_at
-    )
-
-
 async def set_app(conn: Connection, *, app: str, body: CatalogueAppUpdate) -> CatalogueApp:
     """Add an app to the catalogue or change its category."""
-    return _public_app(
+    return CatalogueApp.model_validate(
         await repository.upsert_app(conn, app=app, category=body.category.value, name=body.name)
     )
 
 
-async def catalogue(conn: Connection) -> list[CatalogueApp]:
-    """Every app the catalogue knows; others are unclassified."""
-    return [_public_app(r) for r in await repository.catalogue(conn)]
+async def catalogue(conn: Connection, *, limit: int, cursor: str | None) -> Page[CatalogueApp]:
+    """The apps the catalogue knows, by app id, a page at a time; others are unclassified."""
+    (after,) = paging.decode_cursor(cursor, (str,), scope="catalogue") if cursor else (None,)
+    rows = await repository.catalogue(conn, after=after, limit=limit + 1)
+    return paging.page(
+        [CatalogueApp.model_validate(r) for r in rows],
+        limit=limit, key=lambda a: (a.app,), scope="catalogue",
+    )  # fmt: skip
 
 
 async def remove_app(conn: Connection, app: str) -> None:
@@ -92,13 +92,6 @@ async def categories(conn: Connection) -> dict[str, str]:
 
 
 # --- Vehicles and SIMs -------------------------------------------------------------------------
-
-
-def _public_vehicle(row: repository.VehicleRow) -> VehiclePublic:
-    return VehiclePublic(
-        vin=row.vin, automaker_id=row.automaker_id, model=row.model, fleet=row.fleet,
-        driver_id=row.driver_id, iccids=row.iccids, updated_at=row.updated_at,
-    )  # fmt: skip
 
 
 async def _require_role(conn: Connection, tenant_id: UUID, role: Role) -> bool:
@@ -135,7 +128,7 @@ async def put_vehicle(
     changed = await repository.fit_sims(conn, vin, body.iccids)
     found = await repository.vehicle(conn, vin)
     assert found is not None
-    return _public_vehicle(found), sorted(set(changed) | set(found.iccids))
+    return VehiclePublic.model_validate(found), sorted(set(changed) | set(found.iccids))
 
 
 async def vehicle(conn: Connection, *, automaker_id: UUID, vin: str) -> VehiclePublic:
@@ -143,31 +136,51 @@ async def vehicle(conn: Connection, *, automaker_id: UUID, vin: str) -> VehicleP
     found = await repository.vehicle(conn, vin)
     if found is None or found.automaker_id != automaker_id:
         raise VehicleNotFound(f"no vehicle {vin}")
-    return _public_vehicle(found)
+    return VehiclePublic.model_validate(found)
 
 
 async def vehicles(
-    conn: Connection, *, automaker_id: UUID, after: str | None, limit: int
-) -> list[VehiclePublic]:
-    """The automaker's vehicles by VIN."""
-    rows = await repository.vehicles_of(conn, automaker_id, after=after, limit=limit)
-    return [_public_vehicle(r) for r in rows]
+    conn: Connection, *, automaker_id: UUID, limit: int, cursor: str | None
+) -> Page[VehiclePublic]:
+    """The automaker's vehicles by VIN, a page at a time."""
+    (after,) = paging.decode_cursor(cursor, (str,), scope="vehicles") if cursor else (None,)
+    rows = await repository.vehicles_of(conn, automaker_id, after=after, limit=limit + 1)
+    return paging.page(
+        [VehiclePublic.model_validate(r) for r in rows],
+        limit=limit, key=lambda v: (v.vin,), scope="vehicles",
+    )  # fmt: skip
 
 
 async def vehicles_of_driver(conn: Connection, driver_id: UUID) -> list[VehiclePublic]:
-    """The vehicles a driver owns."""
-    return [_public_vehicle(r) for r in await repository.vehicles_of_driver(conn, driver_id)]
+    """Every vehicle a driver owns (a driver owns a few)."""
+    return [
+        VehiclePublic.model_validate(r)
+        for r in await repository.vehicles_of_driver(conn, driver_id)
+    ]
+
+
+async def driver_vehicles(
+    conn: Connection, *, driver_id: UUID, limit: int, cursor: str | None
+) -> Page[VehiclePublic]:
+    """The vehicles a driver owns, by VIN, a page at a time."""
+    (after,) = paging.decode_cursor(cursor, (str,), scope="driver-vehicles") if cursor else (None,)
+    rows = await repository.vehicles_of_driver(conn, driver_id, after=after, limit=limit + 1)
+    return paging.page(
+        [VehiclePublic.model_validate(r) for r in rows],
+        limit=limit, key=lambda v: (v.vin,), scope="driver-vehicles",
+    )  # fmt: skip
 
 
 async def sims(
-    conn: Connection, *, automaker_id: UUID, after: str | None, limit: int
-) -> list[SimPublic]:
-    """The SIMs fitted to the automaker's vehicles, by ICCID."""
-    rows = await repository.sims_of(conn, automaker_id, after=after, limit=limit)
-    return [
-        SimPublic(iccid=r.iccid, vin=r.vin, model=r.model, fleet=r.fleet, driver_id=r.driver_id)
-        for r in rows
-    ]
+    conn: Connection, *, automaker_id: UUID, limit: int, cursor: str | None
+) -> Page[SimPublic]:
+    """The SIMs fitted to the automaker's vehicles, by ICCID, a page at a time."""
+    (after,) = paging.decode_cursor(cursor, (str,), scope="sims") if cursor else (None,)
+    rows = await repository.sims_of(conn, automaker_id, after=after, limit=limit + 1)
+    return paging.page(
+        [SimPublic.model_validate(r) for r in rows],
+        limit=limit, key=lambda s: (s.iccid,), scope="sims",
+    )  # fmt: skip
 
 
 async def sim_views(conn: Connection, iccids: list[str]) -> dict[str, SimView]:
@@ -179,6 +192,7 @@ async def sim_views(conn: Connection, iccids: list[str]) -> dict[str, SimView]:
 
 
 async def sims_of_drivers(conn: Connection, driver_ids: list[UUID]) -> list[str]:
+    """The SIMs fitted to these drivers' vehicles."""
     return await repository.sims_of_driver(conn, driver_ids)
 
 
@@ -200,8 +214,16 @@ async def disallow_sponsor(conn: Connection, *, automaker_id: UUID, sponsor_id: 
         raise PolicyNotFound(f"{sponsor_id} is not a sponsor of your vehicles")
 
 
-async def sponsors_of(conn: Connection, *, automaker_id: UUID) -> list[UUID]:
-    return [s for s, _ in await repository.partners_of(conn, automaker_id)]
+async def partners(
+    conn: Connection, *, automaker_id: UUID, limit: int, cursor: str | None
+) -> Page[PartnerPublic]:
+    """The sponsors the automaker allowed, in the order it allowed them, a page at a time."""
+    after = paging.decode_cursor(cursor, (datetime, UUID), scope="partners") if cursor else None
+    rows = await repository.partners_of(conn, automaker_id, after=after, limit=limit + 1)
+    return paging.page(
+        [PartnerPublic.model_validate(r) for r in rows],
+        limit=limit, key=lambda p: (p.created_at, p.sponsor_id), scope="partners",
+    )  # fmt: skip
 
 
 # --- Policies ----------------------------------------------------------------------------------
@@ -262,19 +284,6 @@ def _terms_row(
     )  # fmt: skip
 
 
-def _public_terms(row: repository.TermsRow) -> TermsPublic:
-    return TermsPublic(
-        effective_from=row.effective_from,
-        scope=ScopeModel(
-            kind=ScopeKind(row.scope_kind), automaker_id=row.automaker_id, model=row.model,
-            fleet=row.fleet, iccids=row.iccids,
-        ),
-        apps=row.apps, categories=row.categories, priority=row.priority,
-        cap_bytes=row.cap_bytes, unit_price=row.unit_price, valid_from=row.valid_from,
-        valid_until=row.valid_until, paused=row.paused, created_at=row.created_at,
-    )  # fmt: skip
-
-
 def to_terms(row: repository.TermsRow, sponsor_id: UUID) -> Terms:
     """The allocation rules' view of a terms row."""
     return Terms(
@@ -307,15 +316,15 @@ async def _public_policy(
         used_bytes={row.policy_id: used[0]},
         used_money={row.policy_id: used[1]},
     )
-    return PolicyPublic(
-        policy_id=row.policy_id, sponsor_id=row.sponsor_id, name=row.name,
-        budget_bytes=row.budget_bytes, budget_minor=row.budget_minor, currency=row.currency,
-        created_at=row.created_at, terms=_public_terms(current),
-        history=[_public_terms(t) for t in history],
-        spend=PolicySpend(
-            used_bytes=used[0], used_money=used[1],
-            budget_left_bytes=spend.budget_left(to_terms(current, row.sponsor_id)),
-        ),
+    return PolicyPublic.model_validate(
+        {
+            **asdict(row), "terms": TermsPublic.model_validate(current),
+            "history": [TermsPublic.model_validate(t) for t in history],
+            "spend": PolicySpend(
+                used_bytes=used[0], used_money=used[1],
+                budget_left_bytes=spend.budget_left(to_terms(current, row.sponsor_id)),
+            ),
+        }
     )  # fmt: skip
 
 
@@ -405,12 +414,17 @@ async def policy(
     return await _public_policy(conn, await _own_policy(conn, sponsor_id, policy_id), now=now)
 
 
-async def policies(conn: Connection, *, sponsor_id: UUID, now: datetime) -> list[PolicyPublic]:
-    """The sponsor's policies."""
-    return [
-        await _public_policy(conn, r, now=now)
-        for r in await repository.policies_of(conn, sponsor_id)
-    ]
+async def policies(
+    conn: Connection, *, sponsor_id: UUID, now: datetime, limit: int, cursor: str | None
+) -> Page[PolicyPublic]:
+    """The sponsor's policies, oldest first, a page at a time."""
+    (after,) = paging.decode_cursor(cursor, (int,), scope="policies") if cursor else (None,)
+    rows = await repository.policies_of(conn, sponsor_id, after=after, limit=limit + 1)
+    found = paging.page(rows, limit=limit, key=lambda p: (p.policy_id,), scope="policies")
+    return Page[PolicyPublic](
+        items=[await _public_policy(conn, r, now=now) for r in found.items],
+        next_cursor=found.next_cursor,
+    )
 
 
 async def cap_use(
@@ -419,15 +433,19 @@ async def cap_use(
     sponsor_id: UUID,
     policy_id: int,
     period: date,
-    after: str | None,
     limit: int,
-) -> list[SimCapUse]:
-    """Per SIM, what the policy paid in a month against its cap (the cap of its latest
-    terms)."""
+    cursor: str | None,
+) -> Page[SimCapUse]:
+    """Per SIM, by ICCID, what the policy paid in a month against its cap (the cap of its
+    latest terms), a page at a time."""
+    (after,) = paging.decode_cursor(cursor, (str,), scope="policy-caps") if cursor else (None,)
     await _own_policy(conn, sponsor_id, policy_id)
-    current = (await repository.terms_of(conn, [policy_id]))[-1]
-    rows = await repository.cap_use_of_policy(conn, policy_id, period, after=after, limit=limit)
-    return [SimCapUse(iccid=i, used_bytes=u, cap_bytes=current.cap_bytes) for i, u in rows]
+    cap = (await repository.terms_of(conn, [policy_id]))[-1].cap_bytes
+    rows = await repository.cap_use_of_policy(conn, policy_id, period, after=after, limit=limit + 1)
+    return paging.page(
+        [SimCapUse.model_validate({**asdict(r), "cap_bytes": cap}) for r in rows],
+        limit=limit, key=lambda c: (c.iccid,), scope="policy-caps",
+    )  # fmt: skip
 
 
 async def set_alert_thresholds(
@@ -440,6 +458,7 @@ async def set_alert_thresholds(
 
 
 async def alert_thresholds(conn: Connection, *, sponsor_id: UUID) -> AlertThresholds:
+    """The percentages of caps and budgets that send the sponsor an alert."""
     found = (await repository.alert_thresholds(conn, [sponsor_id])).get(sponsor_id)
     if found is None:
         return AlertThresholds()
@@ -554,23 +573,13 @@ async def terms_prices(
 ) -> dict[tuple[int, datetime], tuple[str, str, Decimal]]:
     """(policy, terms' effective_from) → (policy name, currency, unit price per MB) of every
     version of these policies' terms: what a sponsor's statement line is priced with."""
-    owners = {}
-    for policy_id in sorted(set(policy_ids)):
-        found = await repository.policy(conn, policy_id)
-        if found is not None:
-            owners[policy_id] = found
-    if not owners:
-        return {}
+    rows = await repository.terms_prices(conn, sorted(set(policy_ids)))
     return {
-        (t.policy_id, t.effective_from): (
-            owners[t.policy_id].name,
-            owners[t.policy_id].currency,
-            t.unit_price,
-        )
-        for t in await repository.terms_of(conn, sorted(owners))
+        (policy_id, since): (name, currency, price)
+        for policy_id, since, name, currency, price in rows
     }
 
 
 async def policy_currencies(conn: Connection, sponsor_id: UUID) -> list[str]:
     """The currencies of a sponsor's policies, each once, in order."""
-    return sorted({p.currency for p in await repository.policies_of(conn, sponsor_id)})
+    return await repository.policy_currencies(conn, sponsor_id)

@@ -19,6 +19,10 @@ class TenantRow:
     created_at: datetime
     disabled_at: datetime | None
 
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
+
 
 @dataclass(frozen=True, slots=True)
 class ApiKeyRow:
@@ -64,14 +68,16 @@ async def get_tenant(conn: Connection, tenant_id: UUID) -> TenantRow | None:
 
 
 async def list_tenants(
-    conn: Connection, *, role: str | None, limit: int, offset: int
+    conn: Connection, *, role: str | None, after: tuple[datetime, UUID] | None, limit: int
 ) -> list[TenantRow]:
+    """Tenants (of a role, if given), oldest first, after the (created_at, tenant_id) key."""
     async with conn.cursor(row_factory=class_row(TenantRow)) as cur:
         await cur.execute(
             f"""SELECT {_TENANT_COLUMNS} FROM tenants
                 WHERE (%(role)s::text IS NULL OR role = %(role)s)
-                ORDER BY created_at, tenant_id LIMIT %(limit)s OFFSET %(offset)s""",
-            {"role": role, "limit": limit, "offset": offset},
+                  AND (%(at)s::timestamptz IS NULL OR (created_at, tenant_id) > (%(at)s, %(id)s))
+                ORDER BY created_at, tenant_id LIMIT %(limit)s""",
+            {"role": role, "at": after and after[0], "id": after and after[1], "limit": limit},
         )
         return await cur.fetchall()
 
@@ -102,12 +108,19 @@ async def insert_key(
     return row
 
 
-async def list_keys(conn: Connection, tenant_id: UUID) -> list[ApiKeyRow]:
+async def list_keys(
+    conn: Connection, tenant_id: UUID, *, after: tuple[datetime, str] | None, limit: int
+) -> list[ApiKeyRow]:
+    """The tenant's keys, oldest first, after the (created_at, key_id) key."""
     async with conn.cursor(row_factory=class_row(ApiKeyRow)) as cur:
         await cur.execute(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = %s ORDER BY created_at",
-            (tenant_id,),
-        )
+            f"""SELECT {_KEY_COLUMNS} FROM api_keys
+                WHERE tenant_id = %(tenant)s
+                  AND (%(at)s::timestamptz IS NULL OR (created_at, key_id) > (%(at)s, %(id)s))
+                ORDER BY created_at, key_id LIMIT %(limit)s""",
+            {"tenant": tenant_id, "at": after and after[0], "id": after and after[1],
+             "limit": limit},
+        )  # fmt: skip
         return await cur.fetchall()
 
 

@@ -33,6 +33,7 @@ class TenantCreate(BaseModel):
 
 
 class TenantPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     tenant_id: UUID
     name: str
     role: Role
@@ -46,6 +47,7 @@ class ApiKeyCreate(BaseModel):
 
 
 class ApiKeyPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     key_id: str
     label: str
     created_at: datetime

@@ -19,11 +19,13 @@ import string
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from flowbill import paging
 from flowbill.db import Connection
+from flowbill.paging import Page
 from tenants import repository
 from tenants.errors import ApiKeyNotFound, InvalidApiKey, TenantNotFound
 from tenants.schemas import (
@@ -97,26 +99,6 @@ class VerifiedKeys:
 VERIFIED_KEYS = VerifiedKeys(ttl_seconds=KEY_CACHE_SECONDS, max_entries=KEY_CACHE_ENTRIES)
 
 
-def _public_tenant(row: repository.TenantRow) -> TenantPublic:
-    return TenantPublic(
-        tenant_id=row.tenant_id,
-        name=row.name,
-        role=Role(row.role),
-        created_at=row.created_at,
-        disabled=row.disabled_at is not None,
-    )
-
-
-def _public_key(row: repository.ApiKeyRow) -> ApiKeyPublic:
-    return ApiKeyPublic(
-        key_id=row.key_id,
-        label=row.label,
-        created_at=row.created_at,
-        last_used_at=row.last_used_at,
-        revoked_at=row.revoked_at,
-    )
-
-
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
@@ -130,7 +112,9 @@ async def issue_key(conn: Connection, *, tenant_id: UUID, label: str) -> ApiKeyI
     row = await repository.insert_key(
         conn, key_id=key_id, tenant_id=tenant_id, secret_sha256=_digest(secret), label=label
     )
-    return ApiKeyIssued(**_public_key(row).model_dump(), api_key=f"{_KEY_PREFIX}_{key_id}_{secret}")
+    return ApiKeyIssued.model_validate(
+        {**asdict(row), "api_key": f"{_KEY_PREFIX}_{key_id}_{secret}"}
+    )
 
 
 async def create_tenant(
@@ -139,7 +123,7 @@ async def create_tenant(
     """A tenant with its first API key."""
     tenant = await repository.insert_tenant(conn, name=name, role=role.value)
     key = await issue_key(conn, tenant_id=tenant.tenant_id, label=key_label)
-    return TenantCreated(tenant=_public_tenant(tenant), key=key)
+    return TenantCreated(tenant=TenantPublic.model_validate(tenant), key=key)
 
 
 async def get_tenant(conn: Connection, tenant_id: UUID) -> TenantPublic:
@@ -147,17 +131,21 @@ async def get_tenant(conn: Connection, tenant_id: UUID) -> TenantPublic:
     row = await repository.get_tenant(conn, tenant_id)
     if row is None:
         raise TenantNotFound(f"no tenant {tenant_id}")
-    return _public_tenant(row)
+    return TenantPublic.model_validate(row)
 
 
 async def list_tenants(
-    conn: Connection, *, role: Role | None, limit: int, offset: int
-) -> list[TenantPublic]:
-    """Tenants, oldest first."""
+    conn: Connection, *, role: Role | None, limit: int, cursor: str | None
+) -> Page[TenantPublic]:
+    """Tenants (of a role, if given), oldest first, a page at a time."""
+    after = paging.decode_cursor(cursor, (datetime, UUID), scope="tenants") if cursor else None
     rows = await repository.list_tenants(
-        conn, role=role.value if role else None, limit=limit, offset=offset
+        conn, role=role.value if role else None, after=after, limit=limit + 1
     )
-    return [_public_tenant(r) for r in rows]
+    return paging.page(
+        [TenantPublic.model_validate(r) for r in rows],
+        limit=limit, key=lambda t: (t.created_at, t.tenant_id), scope="tenants",
+    )  # fmt: skip
 
 
 async def set_disabled(conn: Connection, tenant_id: UUID, *, disabled: bool) -> TenantPublic:
@@ -167,12 +155,19 @@ async def set_disabled(conn: Connection, tenant_id: UUID, *, disabled: bool) -> 
         raise TenantNotFound(f"no tenant {tenant_id}")
     if disabled:
         VERIFIED_KEYS.forget(tenant_id=tenant_id)
-    return _public_tenant(row)
+    return TenantPublic.model_validate(row)
 
 
-async def list_keys(conn: Connection, tenant_id: UUID) -> list[ApiKeyPublic]:
-    """A tenant's keys, without their secrets."""
-    return [_public_key(r) for r in await repository.list_keys(conn, tenant_id)]
+async def list_keys(
+    conn: Connection, tenant_id: UUID, *, limit: int, cursor: str | None
+) -> Page[ApiKeyPublic]:
+    """A tenant's keys, without their secrets, oldest first, a page at a time."""
+    after = paging.decode_cursor(cursor, (datetime, str), scope="api-keys") if cursor else None
+    rows = await repository.list_keys(conn, tenant_id, after=after, limit=limit + 1)
+    return paging.page(
+        [ApiKeyPublic.model_validate(r) for r in rows],
+        limit=limit, key=lambda k: (k.created_at, k.key_id), scope="api-keys",
+    )  # fmt: skip
 
 
 async def revoke_key(conn: Connection, *, tenant_id: UUID, key_id: str) -> ApiKeyPublic:
@@ -181,7 +176,7 @@ async def revoke_key(conn: Connection, *, tenant_id: UUID, key_id: str) -> ApiKe
     if row is None:
         raise ApiKeyNotFound(f"no key {key_id!r} for this tenant")
     VERIFIED_KEYS.forget(tenant_id=tenant_id, key_id=key_id)
-    return _public_key(row)
+    return ApiKeyPublic.model_validate(row)
 
 
 def _split_key(api_key: str) -> tuple[str, str] | None:

@@ -41,8 +41,8 @@ class SummaryRow:
     endpoint_id: UUID
     status: str
     attempt_no: int
-    sent_at: datetime | None
-    due_at: datetime
+    last_sent_at: datetime | None
+    next_attempt_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +124,20 @@ async def insert_endpoint(
     return row
 
 
-async def list_endpoints(conn: Connection, tenant_id: UUID) -> list[EndpointRow]:
+async def list_endpoints(
+    conn: Connection, tenant_id: UUID, *, after: tuple[datetime, UUID] | None, limit: int
+) -> list[EndpointRow]:
+    """The tenant's endpoints, oldest first, after the (created_at, endpoint_id) key."""
     async with conn.cursor(row_factory=class_row(EndpointRow)) as cur:
         await cur.execute(
             f"""SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints
-                WHERE tenant_id = %s AND deleted_at IS NULL ORDER BY created_at, endpoint_id""",
-            (tenant_id,),
-        )
+                WHERE tenant_id = %(tenant)s AND deleted_at IS NULL
+                  AND (%(at)s::timestamptz IS NULL
+                       OR (created_at, endpoint_id) > (%(at)s, %(id)s))
+                ORDER BY created_at, endpoint_id LIMIT %(limit)s""",
+            {"tenant": tenant_id, "at": after and after[0], "id": after and after[1],
+             "limit": limit},
+        )  # fmt: skip
         return await cur.fetchall()
 
 
@@ -262,9 +269,10 @@ async def list_messages(
     event_type: str | None,
     since: datetime | None,
     until: datetime | None,
+    after: tuple[datetime, int] | None,
     limit: int,
-    offset: int,
 ) -> list[MessageRow]:
+    """The tenant's messages, newest first, after the (created_at, message_id) key."""
     async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
         await cur.execute(
             f"""SELECT {_MESSAGE_COLUMNS} FROM webhook_messages
@@ -272,11 +280,12 @@ async def list_messages(
                   AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s)
                   AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
                   AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+                  AND (%(at)s::timestamptz IS NULL OR (created_at, message_id) < (%(at)s, %(id)s))
                 ORDER BY created_at DESC, message_id DESC
-                LIMIT %(limit)s OFFSET %(offset)s""",
+                LIMIT %(limit)s""",
             {
                 "tenant": tenant_id, "event_type": event_type, "since": since, "until": until,
-                "limit": limit, "offset": offset,
+                "at": after and after[0], "id": after and after[1], "limit": limit,
             },
         )  # fmt: skip
         return await cur.fetchall()
@@ -287,7 +296,8 @@ async def delivery_summaries(conn: Connection, message_ids: list[int]) -> list[S
     async with conn.cursor(row_factory=class_row(SummaryRow)) as cur:
         await cur.execute(
             """SELECT DISTINCT ON (message_id, endpoint_id)
-                      message_id, endpoint_id, status, attempt_no, sent_at, due_at
+                      message_id, endpoint_id, status, attempt_no, sent_at AS last_sent_at,
+                      CASE WHEN status = 'pending' THEN due_at END AS next_attempt_at
                FROM webhook_attempts WHERE message_id = ANY(%s)
                ORDER BY message_id, endpoint_id, attempt_id DESC""",
             (message_ids,),
@@ -295,12 +305,15 @@ async def delivery_summaries(conn: Connection, message_ids: list[int]) -> list[S
         return await cur.fetchall()
 
 
-async def list_attempts(conn: Connection, message_id: int) -> list[AttemptRow]:
+async def list_attempts(
+    conn: Connection, message_id: int, *, after: int | None, limit: int
+) -> list[AttemptRow]:
+    """A message's attempts, oldest first, after the attempt `after`."""
     async with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
         await cur.execute(
             f"""SELECT {_ATTEMPT_COLUMNS} FROM webhook_attempts
-                WHERE message_id = %s ORDER BY attempt_id""",
-            (message_id,),
+                WHERE message_id = %s AND attempt_id > %s ORDER BY attempt_id LIMIT %s""",
+            (message_id, after or 0, limit),
         )
         return await cur.fetchall()
 

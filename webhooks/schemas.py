@@ -80,7 +80,13 @@ class EndpointUpdate(_Command):
     )
 
 
-class EndpointPublic(BaseModel):
+class _FromRow(BaseModel):
+    """An answer built from a repository row (`model_validate(row)`)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class EndpointPublic(_FromRow):
     endpoint_id: UUID
     url: str
     description: str
@@ -112,7 +118,7 @@ class DeliveryStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-class DeliverySummary(BaseModel):
+class DeliverySummary(_FromRow):
     """Where a message stands at one endpoint: its latest attempt."""
 
     endpoint_id: UUID
@@ -122,7 +128,7 @@ class DeliverySummary(BaseModel):
     next_attempt_at: datetime | None
 
 
-class MessagePublic(BaseModel):
+class MessagePublic(_FromRow):
     msg_id: str = Field(description="The `webhook-id` header: the same on every attempt.")
     event_type: str
     event_key: str
@@ -132,7 +138,7 @@ class MessagePublic(BaseModel):
     deliveries: list[DeliverySummary]
 
 
-class AttemptPublic(BaseModel):
+class AttemptPublic(_FromRow):
     attempt_id: int
     endpoint_id: UUID
     attempt_no: int = Field(description="1 for the first try of a chain (a replay starts one).")

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import secrets
 import string
+from collections import defaultdict
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -17,8 +18,10 @@ from enum import Enum
 from urllib.parse import urlsplit
 from uuid import UUID
 
+from flowbill import paging
 from flowbill.db import Connection
 from flowbill.errors import InvalidInput
+from flowbill.paging import Page
 from webhooks import repository, signing
 from webhooks.errors import (
     EndpointDisabled,
@@ -36,7 +39,6 @@ from webhooks.schemas import (
     MAX_URL_LENGTH,
     TEST_EVENT,
     AttemptPublic,
-    DeliveryStatus,
     DeliverySummary,
     EndpointCreate,
     EndpointCreated,
@@ -103,23 +105,21 @@ def check_event_types(event_types: list[str]) -> list[str]:
     return list(dict.fromkeys(event_types))
 
 
-def event_types() -> list[EventType]:
-    """Every event type a webhook may carry."""
-    return list(EVENT_TYPES)
+def event_types(*, limit: int, cursor: str | None) -> Page[EventType]:
+    """Every event type a webhook may carry, by name, a page at a time."""
+    (after,) = paging.decode_cursor(cursor, (str,), scope="event-types") if cursor else ("",)
+    later = sorted((e for e in EVENT_TYPES if e.event_type > after), key=lambda e: e.event_type)
+    return paging.page(
+        later[: limit + 1], limit=limit, key=lambda e: (e.event_type,), scope="event-types"
+    )
 
 
 def _public(row: EndpointRow, *, now: datetime) -> EndpointPublic:
-    rotating = row.previous_secret_until is not None and row.previous_secret_until > now
-    return EndpointPublic(
-        endpoint_id=row.endpoint_id,
-        url=row.url,
-        description=row.description,
-        event_types=row.event_types,
-        enabled=row.enabled,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        previous_secret_until=row.previous_secret_until if rotating else None,
-    )
+    public = EndpointPublic.model_validate(row)
+    if row.previous_secret_until is not None and row.previous_secret_until <= now:
+        # The rotation is over: the old secret signs no more, though the row keeps its end.
+        return public.model_copy(update={"previous_secret_until": None})
+    return public
 
 
 async def _endpoint(conn: Connection, *, tenant_id: UUID, endpoint_id: UUID) -> EndpointRow:
@@ -146,10 +146,15 @@ async def create_endpoint(
 
 
 async def list_endpoints(
-    conn: Connection, *, tenant_id: UUID, now: datetime
-) -> list[EndpointPublic]:
-    """The tenant's endpoints, oldest first."""
-    return [_public(row, now=now) for row in await repository.list_endpoints(conn, tenant_id)]
+    conn: Connection, *, tenant_id: UUID, now: datetime, limit: int, cursor: str | None
+) -> Page[EndpointPublic]:
+    """The tenant's endpoints, oldest first, a page at a time."""
+    after = paging.decode_cursor(cursor, (datetime, UUID), scope="endpoints") if cursor else None
+    rows = await repository.list_endpoints(conn, tenant_id, after=after, limit=limit + 1)
+    return paging.page(
+        [_public(row, now=now) for row in rows],
+        limit=limit, key=lambda e: (e.created_at, e.endpoint_id), scope="endpoints",
+    )  # fmt: skip
 
 
 async def get_endpoint(
@@ -316,27 +321,13 @@ async def _message_by_msg_id(conn: Connection, *, tenant_id: UUID, msg_id: str) 
 
 async def _with_deliveries(conn: Connection, rows: list[MessageRow]) -> list[MessagePublic]:
     summaries = await repository.delivery_summaries(conn, [r.message_id for r in rows])
-    by_message: dict[int, list[DeliverySummary]] = {}
+    by_message: defaultdict[int, list[DeliverySummary]] = defaultdict(list)
     for s in summaries:
-        pending = s.status == DeliveryStatus.PENDING
-        by_message.setdefault(s.message_id, []).append(
-            DeliverySummary(
-                endpoint_id=s.endpoint_id,
-                status=DeliveryStatus(s.status),
-                attempt_no=s.attempt_no,
-                last_sent_at=s.sent_at,
-                next_attempt_at=s.due_at if pending else None,
-            )
-        )
+        by_message[s.message_id].append(DeliverySummary.model_validate(s))
+    # The row's body is the JSON sent; the answer shows it parsed, as `payload`.
     return [
-        MessagePublic(
-            msg_id=r.msg_id,
-            event_type=r.event_type,
-            event_key=r.event_key,
-            occurred_at=r.occurred_at,
-            created_at=r.created_at,
-            payload=json.loads(r.body),
-            deliveries=by_message.get(r.message_id, []),
+        MessagePublic.model_validate(
+            {**asdict(r), "payload": json.loads(r.body), "deliveries": by_message[r.message_id]}
         )
         for r in rows
     ]
@@ -350,14 +341,21 @@ async def list_messages(
     since: datetime | None,
     until: datetime | None,
     limit: int,
-    offset: int,
-) -> list[MessagePublic]:
-    """The tenant's messages, newest first, with where each stands at each endpoint."""
+    cursor: str | None,
+) -> Page[MessagePublic]:
+    """The tenant's messages, newest first, with where each stands at each endpoint, a page
+    at a time."""
+    after = paging.decode_cursor(cursor, (datetime, int), scope="messages") if cursor else None
     rows = await repository.list_messages(
         conn, tenant_id=tenant_id, event_type=event_type, since=since, until=until,
-        limit=limit, offset=offset,
+        after=after, limit=limit + 1,
     )  # fmt: skip
-    return await _with_deliveries(conn, rows)
+    found = paging.page(
+        rows, limit=limit, key=lambda m: (m.created_at, m.message_id), scope="messages"
+    )
+    return Page[MessagePublic](
+        items=await _with_deliveries(conn, found.items), next_cursor=found.next_cursor
+    )
 
 
 async def get_message(conn: Connection, *, tenant_id: UUID, msg_id: str) -> MessagePublic:
@@ -366,13 +364,18 @@ async def get_message(conn: Connection, *, tenant_id: UUID, msg_id: str) -> Mess
     return (await _with_deliveries(conn, [row]))[0]
 
 
-async def list_attempts(conn: Connection, *, tenant_id: UUID, msg_id: str) -> list[AttemptPublic]:
-    """The delivery log of a message: every attempt at every endpoint, oldest first."""
+async def list_attempts(
+    conn: Connection, *, tenant_id: UUID, msg_id: str, limit: int, cursor: str | None
+) -> Page[AttemptPublic]:
+    """The delivery log of a message: every attempt at every endpoint, oldest first, a page at
+    a time."""
+    (after,) = paging.decode_cursor(cursor, (int,), scope="attempts") if cursor else (None,)
     message = await _message_by_msg_id(conn, tenant_id=tenant_id, msg_id=msg_id)
-    return [
-        AttemptPublic.model_validate(a, from_attributes=True)
-        for a in await repository.list_attempts(conn, message.message_id)
-    ]
+    rows = await repository.list_attempts(conn, message.message_id, after=after, limit=limit + 1)
+    return paging.page(
+        [AttemptPublic.model_validate(a) for a in rows],
+        limit=limit, key=lambda a: (a.attempt_id,), scope="attempts",
+    )  # fmt: skip
 
 
 async def _enabled_endpoint(conn: Connection, *, tenant_id: UUID, endpoint_id: UUID) -> EndpointRow:

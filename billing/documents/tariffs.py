@@ -7,8 +7,10 @@ from datetime import datetime, timedelta
 
 from billing.documents.repository import tariffs as repository
 from billing.documents.schemas import TariffCreate, TariffPublic
+from flowbill import paging
 from flowbill.db import Connection
 from flowbill.errors import Conflict, InvalidInput
+from flowbill.paging import Page
 
 _CLOCK_SKEW = timedelta(seconds=5)
 
@@ -36,3 +38,13 @@ async def add_tariff(conn: Connection, *, body: TariffCreate, now: datetime) -> 
 async def tariffs(conn: Connection) -> list[TariffPublic]:
     """Every tariff, oldest first: each applies from its start until the next one's."""
     return [TariffPublic.model_validate(r) for r in await repository.tariffs(conn)]
+
+
+async def tariff_page(conn: Connection, *, limit: int, cursor: str | None) -> Page[TariffPublic]:
+    """Every tariff, oldest first, a page at a time (there are few, so they are read whole)."""
+    (after,) = paging.decode_cursor(cursor, (datetime,), scope="tariffs") if cursor else (None,)
+    later = [r for r in await repository.tariffs(conn) if after is None or r.effective_from > after]
+    return paging.page(
+        [TariffPublic.model_validate(r) for r in later[: limit + 1]],
+        limit=limit, key=lambda t: (t.effective_from,), scope="tariffs",
+    )  # fmt: skip

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import AsyncIterator
+from operator import itemgetter
 
 import httpx
 import psycopg
@@ -13,7 +15,8 @@ import pytest
 from flowbill.settings import Settings
 from tenants import service as tenants
 from tenants.schemas import Role
-from tests.conftest import assert_problem, bearer, make_tenant
+from tests.api.pages import assert_bad_cursor, assert_each_once_in_order
+from tests.conftest import assert_problem, bearer, make_tenant, walk_pages
 
 
 async def test_health_readiness_and_metrics(http: httpx.AsyncClient) -> None:
@@ -51,8 +54,9 @@ async def test_an_operator_creates_a_tenant_whose_key_is_shown_once(
     listed = await http.get(
         f"/v1/operator/tenants/{body['tenant']['tenant_id']}/keys", headers=bearer(operator_key)
     )
-    assert [k["key_id"] for k in listed.json()] == [body["key"]["key_id"]]
-    assert "api_key" not in listed.json()[0]
+    assert listed.json()["next_cursor"] is None
+    assert [k["key_id"] for k in listed.json()["items"]] == [body["key"]["key_id"]]
+    assert "api_key" not in listed.json()["items"][0]
     assert key not in listed.text
 
 
@@ -68,7 +72,7 @@ async def test_rotation_revocation_and_disabling(
     assert revoked.json()["revoked_at"] is not None
     assert_problem(await http.get("/v1/me", headers=bearer(first)), 401, "invalid-api-key")
     assert (await http.get("/v1/me", headers=bearer(second_key))).status_code == 200
-    keys = (await http.get("/v1/me/keys", headers=bearer(second_key))).json()
+    keys = (await http.get("/v1/me/keys", headers=bearer(second_key))).json()["items"]
     assert len(keys) == 2
 
 
@@ -125,7 +129,12 @@ async def test_bad_input_gets_problem_details_and_changes_nothing(
     http: httpx.AsyncClient, operator_key: str
 ) -> None:
     headers = bearer(operator_key)
-    before = len((await http.get("/v1/operator/tenants?limit=1000", headers=headers)).json())
+
+    async def tenant_count() -> int:
+        pages = await walk_pages(http, "/v1/operator/tenants", key=operator_key, limit=1000)
+        return sum(len(page) for page in pages)
+
+    before = await tenant_count()
     for body in (
         {"name": "", "role": "sponsor"},
         {"name": "x" * 201, "role": "sponsor"},
@@ -160,8 +169,7 @@ async def test_bad_input_gets_problem_details_and_changes_nothing(
     r = await http.get("/no/such/path")
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
-    after = len((await http.get("/v1/operator/tenants?limit=1000", headers=headers)).json())
-    assert after == before
+    assert await tenant_count() == before
 
 
 @pytest.fixture
@@ -285,3 +293,51 @@ async def test_last_used_at_is_written_at_most_once_a_minute(
     )
     await call_unremembered()
     assert await last_used() > first  # type: ignore[operator]
+
+
+async def test_tenants_and_their_keys_page_in_the_order_they_were_made(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str
+) -> None:
+    made = [(await make_tenant(settings, role=Role.APP))[0] for _ in range(5)]
+    pages = await walk_pages(
+        http, "/v1/operator/tenants", key=operator_key, limit=2, params={"role": "app"}
+    )
+    assert {t["role"] for page in pages for t in page} == {"app"}
+    assert_each_once_in_order(pages, key=itemgetter("tenant_id"), expected=made)
+
+    tenant_id, key = await make_tenant(settings, role=Role.SPONSOR)
+    key_ids = [key.split("_")[1]]
+    for n in range(4):
+        issued = await http.post("/v1/me/keys", json={"label": f"k{n}"}, headers=bearer(key))
+        key_ids.append(issued.json()["key_id"])
+    for path, caller in (
+        ("/v1/me/keys", key),
+        (f"/v1/operator/tenants/{tenant_id}/keys", operator_key),
+    ):
+        pages = await walk_pages(http, path, key=caller, limit=2)
+        assert [len(page) for page in pages] == [2, 2, 1]
+        assert_each_once_in_order(pages, key=itemgetter("key_id"), expected=key_ids)
+
+
+async def test_a_cursor_that_is_not_the_lists_own_is_refused(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str
+) -> None:
+    tenant_id, key = await make_tenant(settings, role=Role.SPONSOR)
+    await http.post("/v1/me/keys", json={"label": "second"}, headers=bearer(key))
+    first = await http.get("/v1/me/keys", params={"limit": 1}, headers=bearer(key))
+    keys_cursor = first.json()["next_cursor"]
+    assert keys_cursor
+    forged = base64.urlsafe_b64encode(b'["tenants","yesterday","x"]').decode().rstrip("=")
+    for path, caller, cursor in (
+        ("/v1/operator/tenants", operator_key, "not-a-cursor"),
+        ("/v1/operator/tenants", operator_key, keys_cursor),
+        ("/v1/operator/tenants", operator_key, forged),
+        (f"/v1/operator/tenants/{tenant_id}/keys", operator_key, "%%%"),
+        ("/v1/me/keys", key, keys_cursor[:-2]),
+    ):
+        answer = await http.get(path, params={"cursor": cursor}, headers=bearer(caller))
+        assert_bad_cursor(answer)
+    assert_problem(
+        await http.get("/v1/me/keys", params={"cursor": "x" * 601}, headers=bearer(key)),
+        422, "invalid-input",
+    )  # fmt: skip

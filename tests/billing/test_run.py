@@ -107,7 +107,7 @@ async def test_the_car_scenario_pays_each_app_to_its_sponsor_and_the_rest_from_t
     # The driver sees the same coverage on the API.
     mine = await http.get("/v1/driver/vehicles", headers=car.driver)
     assert mine.status_code == 200, mine.text
-    [vehicle] = mine.json()
+    [vehicle] = mine.json()["items"]
     assert vehicle["vehicle"]["vin"] == car.vin
     assert vehicle["coverage"][car.iccid]["blocked"] == coverage["blocked"]
 
@@ -138,7 +138,9 @@ async def test_a_cap_crossed_in_the_middle_of_an_item_splits_it_and_alerts_once(
         headers=car.music,
     )
     assert caps.status_code == 200, caps.text
-    assert caps.json() == [{"iccid": car.iccid, "used_bytes": 25 * MB, "cap_bytes": 25 * MB}]
+    assert caps.json()["items"] == [
+        {"iccid": car.iccid, "used_bytes": 25 * MB, "cap_bytes": 25 * MB}
+    ]
 
     cur = await committed_conn.execute(
         "SELECT kind, percent FROM policy_alerts WHERE policy_id = %s ORDER BY percent", (music,)
@@ -364,9 +366,9 @@ async def test_sponsors_never_see_each_others_policies_vehicles_or_sims(
         "not-found",
     )  # fmt: skip
     listed = await http.get("/v1/sponsor/sims", headers=b.automaker)
-    assert [s["iccid"] for s in listed.json()] == [b.iccid]
+    assert [s["iccid"] for s in listed.json()["items"]] == [b.iccid]
     mine = await http.get("/v1/sponsor/policies", headers=b.map_vendor)
-    assert {p["name"] for p in mine.json()} == {"navigation"}
+    assert {p["name"] for p in mine.json()["items"]} == {"navigation"}
     # B's map vendor may not name A's vehicles: A never allowed it.
     stolen = await http.post(
         "/v1/sponsor/policies",

@@ -55,6 +55,12 @@ async def rollup_of(conn: Connection, iccid: str) -> dict[str, tuple[int, int, i
     return {app: (int(u), int(d), int(n)) for app, u, d, n in await cur.fetchall()}
 
 
+async def missing(conn: Connection, iccid: str, *, boot: int = 1) -> list[tuple[int, int]]:
+    """The runs of sequence numbers one boot of the SIM never reported, as (first, last)."""
+    ranges = await service.missing_reports(conn, iccid=iccid, boot=boot)
+    return [(r.first_seq, r.last_seq) for r in ranges]
+
+
 async def test_a_batch_is_stored_with_exact_bytes_and_rollups(conn: Connection) -> None:
     iccid = new_iccid()
     messages = [
@@ -128,15 +134,15 @@ async def test_sequence_gaps_are_counted_and_closed_by_late_reports(conn: Connec
         max_clock_skew=SKEW,
     )
     assert first.missing_found == 5  # 3, 4, 6, 7, 8
-    assert await service.missing_reports(conn, iccid=iccid, boot=1) == [(3, 4), (6, 8)]
+    assert await missing(conn, iccid) == [(3, 4), (6, 8)]
     late = await store_batch(
         conn,
         [report_message(iccid, seq=s, minute=s, apps=apps) for s in (3, 4)],
         max_clock_skew=SKEW,
     )
     assert late.missing_recovered == 2
-    assert await service.missing_reports(conn, iccid=iccid, boot=1) == [(6, 8)]
-    boots = await service.boots_with_gaps(conn, limit=1000)
+    assert await missing(conn, iccid) == [(6, 8)]
+    boots = (await service.boots_with_gaps(conn, limit=1000, cursor=None)).items
     assert [(b.first_seq, b.last_seq, b.reports, b.missing) for b in boots if b.iccid == iccid] == [
         (1, 9, 6, 3)
     ]
@@ -151,8 +157,9 @@ async def test_a_reboot_starts_a_new_sequence(conn: Connection) -> None:
         + [report_message(iccid, boot=2, seq=s, minute=20 + s, apps=apps) for s in (0, 1)],
         max_clock_skew=SKEW,
     )
-    assert await service.missing_reports(conn, iccid=iccid, boot=2) == []
-    assert all(b.iccid != iccid for b in await service.boots_with_gaps(conn, limit=1000))
+    assert await missing(conn, iccid, boot=2) == []
+    boots = (await service.boots_with_gaps(conn, limit=1000, cursor=None)).items
+    assert all(b.iccid != iccid for b in boots)
     assert (await items_of(conn, iccid))["telematics"] == (4, 4, 4)
 
 
@@ -168,11 +175,15 @@ async def test_unprovisioned_sims_are_stored_counted_and_listed(conn: Connection
         max_clock_skew=SKEW,
     )
     assert (outcome.reports_stored, outcome.unprovisioned) == (2, 1)
-    listed = {s.iccid for s in await service.unprovisioned_sims(conn, limit=1000)}
-    assert unknown in listed
-    assert known not in listed
+
+    async def unprovisioned() -> set[str]:
+        found = await service.unprovisioned_sims(conn, limit=1000, cursor=None)
+        return {s.iccid for s in found.items}
+
+    assert unknown in await unprovisioned()
+    assert known not in await unprovisioned()
     await service.provision_sims(conn, [unknown], label="late")
-    assert unknown not in {s.iccid for s in await service.unprovisioned_sims(conn, limit=1000)}
+    assert unknown not in await unprovisioned()
     assert await items_of(conn, unknown) == {"a": (2, 2, 1)}
 
 

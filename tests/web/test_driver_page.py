@@ -121,7 +121,7 @@ async def test_the_usage_by_app_and_payer_and_the_wallet_equal_the_api(
     assert len(by_day) >= 28
 
     # Blocked apps as the coverage state says (the wallet is dry: its apps are blocked).
-    vehicles = await api(http, car.driver, "/v1/driver/vehicles")
+    vehicles = (await api(http, car.driver, "/v1/driver/vehicles"))["items"]
     assert [v["vehicle"]["vin"] for v in vehicles] == [car.vin]
     blocked = vehicles[0]["coverage"][iccid]["blocked"]
     assert "wifi.hotspot" in blocked
@@ -178,7 +178,7 @@ async def test_an_app_is_blocked_once_the_wallet_runs_dry(
     await page.open(f"/driver/sims/{car.iccid}")
     blocked = (await page.attribute(f"#sim-{car.iccid} .blocked", "data-blocked")).split()
     assert "wifi.hotspot" in blocked
-    vehicles = await api(http, car.driver, "/v1/driver/vehicles")
+    vehicles = (await api(http, car.driver, "/v1/driver/vehicles"))["items"]
     assert blocked == vehicles[0]["coverage"][car.iccid]["blocked"]
     await page.screenshot("blocked-when-dry")
 

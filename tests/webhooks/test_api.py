@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 
 import httpx
 import pytest
@@ -13,13 +14,16 @@ from psycopg_pool import AsyncConnectionPool
 from flowbill import db
 from flowbill.settings import Settings
 from tenants.schemas import Role
-from tests.conftest import assert_problem, bearer, make_tenant
-from tests.webhooks.conftest import SCHEDULE, TIMEOUT, Receiver, Reply, emit
+from tests.api.pages import assert_bad_cursor, assert_each_once_in_order
+from tests.conftest import assert_problem, bearer, make_tenant, walk_pages
+from tests.webhooks.conftest import SCHEDULE, TIMEOUT, Receiver, Reply, emit, msg_id_of, rows
 from webhooks import delivery, signing
+from webhooks.schemas import EVENT_TYPES
 
 pytestmark = pytest.mark.usefixtures("own_queue")
 
 Pool = AsyncConnectionPool[db.Connection]
+NOTHING = {"items": [], "next_cursor": None}
 
 
 async def tenant_key(
@@ -63,7 +67,7 @@ async def test_endpoints_are_created_listed_changed_and_deleted(
     assert shown["event_types"] == ["policy.cap_threshold_reached"]
     assert shown["enabled"] is True
     assert shown["previous_secret_until"] is None
-    listed = (await http.get("/v1/webhooks/endpoints", headers=sponsor)).json()
+    listed = (await http.get("/v1/webhooks/endpoints", headers=sponsor)).json()["items"]
     assert [e["endpoint_id"] for e in listed] == [made["endpoint_id"]]
     changed = await http.patch(
         path, json={"enabled": False, "event_types": [], "url": "https://b.example.com/h"},
@@ -78,7 +82,7 @@ async def test_endpoints_are_created_listed_changed_and_deleted(
     assert deleted.status_code == 204
     assert_problem(await http.get(path, headers=sponsor), 404, "webhook-endpoint-not-found")
     assert_problem(await http.delete(path, headers=sponsor), 404, "webhook-endpoint-not-found")
-    assert (await http.get("/v1/webhooks/endpoints", headers=sponsor)).json() == []
+    assert (await http.get("/v1/webhooks/endpoints", headers=sponsor)).json() == NOTHING
 
 
 async def test_rotating_a_secret_shows_the_new_one_once(
@@ -97,7 +101,7 @@ async def test_rotating_a_secret_shows_the_new_one_once(
 
 async def test_the_event_catalogue_is_listed(http: httpx.AsyncClient, settings: Settings) -> None:
     _, sponsor = await tenant_key(settings)
-    listed = (await http.get("/v1/webhooks/event-types", headers=sponsor)).json()
+    listed = (await http.get("/v1/webhooks/event-types", headers=sponsor)).json()["items"]
     assert {e["event_type"] for e in listed} == {
         "webhook.test", "policy.cap_threshold_reached", "policy.budget_threshold_reached",
         "card.usage_threshold_reached",
@@ -118,7 +122,9 @@ async def test_a_test_event_arrives_signed_and_its_log_is_readable(
     got = receiver.at("test-event")
     assert [r.msg_id for r in got] == [msg_id, msg_id]
     signing.verify(str(made["secret"]), body=got[1].body, headers=got[1].headers)
-    log = (await http.get(f"/v1/webhooks/messages/{msg_id}/attempts", headers=sponsor)).json()
+    log = (await http.get(f"/v1/webhooks/messages/{msg_id}/attempts", headers=sponsor)).json()[
+        "items"
+    ]
     assert [(a["attempt_no"], a["trigger"], a["status"], a["status_code"]) for a in log] == [
         (1, "test", "failed", 500), (2, "test", "succeeded", 200),
     ]  # fmt: skip
@@ -147,18 +153,20 @@ async def test_messages_are_listed_replayed_and_failed_ones_replayed_since(
     )
     for step in range(len(SCHEDULE) + 1):
         await deliver(pool, at=step * 1.2)
-    listed = (await http.get("/v1/webhooks/messages", headers=sponsor)).json()
+    listed = (await http.get("/v1/webhooks/messages", headers=sponsor)).json()["items"]
     assert [m["event_key"] for m in listed] == ["cap:1:80", "budget:1:50"]
     assert {m["deliveries"][0]["status"] for m in listed} == {"failed"}
     only_caps = await http.get(
         "/v1/webhooks/messages", params={"event_type": "policy.cap_threshold_reached"},
         headers=sponsor,
     )  # fmt: skip
-    assert [m["event_key"] for m in only_caps.json()] == ["cap:1:80"]
+    assert [m["event_key"] for m in only_caps.json()["items"]] == ["cap:1:80"]
+    first = (await http.get("/v1/webhooks/messages", params={"limit": 1}, headers=sponsor)).json()
     paged = await http.get(
-        "/v1/webhooks/messages", params={"limit": 1, "offset": 1}, headers=sponsor
-    )
-    assert [m["event_key"] for m in paged.json()] == ["budget:1:50"]
+        "/v1/webhooks/messages", params={"limit": 1, "cursor": first["next_cursor"]},
+        headers=sponsor,
+    )  # fmt: skip
+    assert [m["event_key"] for m in paged.json()["items"]] == ["budget:1:50"]
 
     endpoint = f"/v1/webhooks/endpoints/{made['endpoint_id']}"
     again = await http.post(
@@ -174,7 +182,7 @@ async def test_messages_are_listed_replayed_and_failed_ones_replayed_since(
     )  # fmt: skip
     assert replayed.status_code == 202, replayed.text
     assert await deliver(pool, at=40) == 1
-    log = (await http.get(f"/v1/webhooks/messages/{one}/attempts", headers=sponsor)).json()
+    log = (await http.get(f"/v1/webhooks/messages/{one}/attempts", headers=sponsor)).json()["items"]
     assert [(a["trigger"], a["status"]) for a in log][-3:] == [
         ("event", "failed"), ("replay", "succeeded"), ("replay", "succeeded"),
     ]  # fmt: skip
@@ -193,10 +201,10 @@ async def test_a_tenant_never_sees_another_tenants_webhooks(
     _, stranger = await tenant_key(settings, Role.MERCHANT)
     made = await create(http, owner, url="https://owner.example.com/hook")
     await emit(pool, tenant_id=owner_id, event_key="private")
-    [message] = (await http.get("/v1/webhooks/messages", headers=owner)).json()
+    [message] = (await http.get("/v1/webhooks/messages", headers=owner)).json()["items"]
     msg_id, endpoint = message["msg_id"], f"/v1/webhooks/endpoints/{made['endpoint_id']}"
-    assert (await http.get("/v1/webhooks/endpoints", headers=stranger)).json() == []
-    assert (await http.get("/v1/webhooks/messages", headers=stranger)).json() == []
+    assert (await http.get("/v1/webhooks/endpoints", headers=stranger)).json() == NOTHING
+    assert (await http.get("/v1/webhooks/messages", headers=stranger)).json() == NOTHING
     for answer in (
         await http.get(endpoint, headers=stranger),
         await http.patch(endpoint, json={"enabled": False}, headers=stranger),
@@ -304,3 +312,53 @@ async def test_bad_ids_and_states_are_refused_with_a_problem(
         await http.get("/v1/webhooks/messages", params={"limit": 0}, headers=sponsor),
         422, "invalid-input",
     )  # fmt: skip
+
+
+async def test_every_webhook_list_pages(
+    http: httpx.AsyncClient, settings: Settings, pool: Pool
+) -> None:
+    tenant_id, sponsor = await tenant_key(settings)
+    key = sponsor["Authorization"].removeprefix("Bearer ")
+    pages = await walk_pages(http, "/v1/webhooks/event-types", key=key, limit=1)
+    names = sorted(e.event_type for e in EVENT_TYPES)
+    assert_each_once_in_order(pages, key=itemgetter("event_type"), expected=names)
+
+    made = [
+        (await create(http, sponsor, url=f"https://hooks{n}.example.com/h"))["endpoint_id"]
+        for n in range(5)
+    ]
+    pages = await walk_pages(http, "/v1/webhooks/endpoints", key=key, limit=2)
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert_each_once_in_order(pages, key=itemgetter("endpoint_id"), expected=made)
+
+    message_ids = [await emit(pool, tenant_id=tenant_id, event_key=f"page:{n}") for n in range(5)]
+    pages = await walk_pages(http, "/v1/webhooks/messages", key=key, limit=2)
+    expected = [await msg_id_of(pool, m) for m in reversed(message_ids)]
+    assert_each_once_in_order(pages, key=itemgetter("msg_id"), expected=expected)
+    assert all(len(m["deliveries"]) == 5 for page in pages for m in page)  # type: ignore[arg-type]
+
+    sql = "SELECT attempt_id FROM webhook_attempts WHERE message_id = %s ORDER BY attempt_id"
+    attempts = [a for (a,) in await rows(pool, sql, message_ids[0])]
+    path = f"/v1/webhooks/messages/{expected[-1]}/attempts"
+    pages = await walk_pages(http, path, key=key, limit=2)
+    assert_each_once_in_order(pages, key=itemgetter("attempt_id"), expected=attempts)
+
+
+async def test_the_webhook_lists_refuse_foreign_cursors(
+    http: httpx.AsyncClient, settings: Settings, pool: Pool
+) -> None:
+    tenant_id, sponsor = await tenant_key(settings)
+    await create(http, sponsor, url="https://cursors.example.com/h")
+    await create(http, sponsor, url="https://cursors.example.com/g")
+    msg_id = await msg_id_of(pool, await emit(pool, tenant_id=tenant_id, event_key="cursor"))
+    first = await http.get("/v1/webhooks/endpoints", params={"limit": 1}, headers=sponsor)
+    foreign = first.json()["next_cursor"]
+    for path in (
+        "/v1/webhooks/event-types",
+        "/v1/webhooks/messages",
+        f"/v1/webhooks/messages/{msg_id}/attempts",
+    ):
+        answer = await http.get(path, params={"cursor": foreign}, headers=sponsor)
+        assert_bad_cursor(answer)
+    answer = await http.get("/v1/webhooks/endpoints", params={"cursor": "e30"}, headers=sponsor)
+    assert_bad_cursor(answer)

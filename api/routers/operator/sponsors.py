@@ -8,10 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from api.deps import ConnDep, OperatorCaller
+from api.params import Cursor, Limit
 from billing.allocation import progress
 from billing.allocation.schemas import BillingProgress
 from billing.documents import tariffs
 from billing.documents.schemas import TariffCreate, TariffPublic
+from flowbill.paging import DEFAULT_LIMIT, Page
 from sponsors import service as sponsors
 from sponsors.schemas import AppId, CatalogueApp, CatalogueAppUpdate
 
@@ -21,9 +23,11 @@ AppPath = Annotated[AppId, Path(description="The app id devices report.")]
 
 
 @router.get("/catalogue/apps")
-async def catalogue(conn: ConnDep, _: OperatorCaller) -> list[CatalogueApp]:
-    """Every app the catalogue knows."""
-    return await sponsors.catalogue(conn)
+async def catalogue(
+    conn: ConnDep, _: OperatorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[CatalogueApp]:
+    """Every app the catalogue knows, by app id."""
+    return await sponsors.catalogue(conn, limit=limit, cursor=cursor)
 
 
 @router.put("/catalogue/apps/{app}")
@@ -49,9 +53,11 @@ async def add_tariff(conn: ConnDep, _: OperatorCaller, body: TariffCreate) -> Ta
 
 
 @router.get("/tariffs")
-async def list_tariffs(conn: ConnDep, _: OperatorCaller) -> list[TariffPublic]:
-    """Every tariff, oldest first."""
-    return await tariffs.tariffs(conn)
+async def list_tariffs(
+    conn: ConnDep, _: OperatorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[TariffPublic]:
+    """Every tariff, oldest first: each applies from its start until the next one's."""
+    return await tariffs.tariff_page(conn, limit=limit, cursor=cursor)
 
 
 @router.get("/billing/progress")

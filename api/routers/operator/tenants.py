@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, status
 
 from api.deps import ConnDep, OperatorCaller
+from api.params import Cursor, Limit
+from flowbill.paging import DEFAULT_LIMIT, Page
 from ingest import service as metering
 from ingest.protocol import RejectReason
 from ingest.schemas import (
@@ -16,8 +18,6 @@ from ingest.schemas import (
     BootSequencePublic,
     HourlyUsagePublic,
     Iccid,
-    MissingRange,
-    RejectPage,
     RejectPublic,
     SimProvision,
     SimProvisioned,
@@ -36,7 +36,6 @@ from tenants.schemas import (
 
 router = APIRouter(prefix="/v1/operator", tags=["operator"])
 
-Limit = Annotated[int, Query(ge=1, le=1000)]
 IccidPath = Annotated[Iccid, Path(description="The SIM's ICCID (Luhn-checked).")]
 
 
@@ -53,11 +52,11 @@ async def list_tenants(
     conn: ConnDep,
     _: OperatorCaller,
     role: Role | None = None,
-    limit: Limit = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> list[TenantPublic]:
-    """Tenants, oldest first."""
-    return await tenants.list_tenants(conn, role=role, limit=limit, offset=offset)
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[TenantPublic]:
+    """Tenants (of a role, if given), oldest first."""
+    return await tenants.list_tenants(conn, role=role, limit=limit, cursor=cursor)
 
 
 @router.get("/tenants/{tenant_id}")
@@ -79,10 +78,16 @@ async def enable_tenant(conn: ConnDep, _: OperatorCaller, tenant_id: UUID) -> Te
 
 
 @router.get("/tenants/{tenant_id}/keys")
-async def list_tenant_keys(conn: ConnDep, _: OperatorCaller, tenant_id: UUID) -> list[ApiKeyPublic]:
-    """A tenant's keys, without secrets."""
+async def list_tenant_keys(
+    conn: ConnDep,
+    _: OperatorCaller,
+    tenant_id: UUID,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[ApiKeyPublic]:
+    """A tenant's keys, without secrets, oldest first."""
     await tenants.get_tenant(conn, tenant_id)
-    return await tenants.list_keys(conn, tenant_id)
+    return await tenants.list_keys(conn, tenant_id, limit=limit, cursor=cursor)
 
 
 @router.post("/tenants/{tenant_id}/keys", status_code=status.HTTP_201_CREATED)
@@ -110,20 +115,26 @@ async def provision_sims(conn: ConnDep, _: OperatorCaller, body: SimProvision) -
 
 @router.get("/sims/unprovisioned")
 async def unprovisioned_sims(
-    conn: ConnDep, _: OperatorCaller, limit: Limit = 100
-) -> list[UnprovisionedSimPublic]:
-    """ICCIDs that report usage but are not provisioned."""
-    rows = await metering.unprovisioned_sims(conn, limit=limit)
-    return [UnprovisionedSimPublic.model_validate(r) for r in rows]
+    conn: ConnDep, _: OperatorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[UnprovisionedSimPublic]:
+    """ICCIDs that report usage but are not provisioned, most recently seen first."""
+    return await metering.unprovisioned_sims(conn, limit=limit, cursor=cursor)
 
 
 @router.get("/sims/{iccid}/usage/hourly")
 async def sim_hourly_usage(
-    conn: ConnDep, _: OperatorCaller, iccid: IccidPath, since: datetime, until: datetime
-) -> list[HourlyUsagePublic]:
-    """Per-app hourly usage of one SIM (UTC hours, from the rollup)."""
-    rows = await metering.hourly_usage(conn, iccid=iccid, since=since, until=until)
-    return [HourlyUsagePublic.model_validate(r) for r in rows]
+    conn: ConnDep,
+    _: OperatorCaller,
+    iccid: IccidPath,
+    since: datetime,
+    until: datetime,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[HourlyUsagePublic]:
+    """Per-app hourly usage of one SIM (UTC hours, from the rollup), by hour and app."""
+    return await metering.hourly_usage_page(
+        conn, iccid=iccid, since=since, until=until, limit=limit, cursor=cursor
+    )
 
 
 @router.get("/ingest/rejects")
@@ -131,15 +142,11 @@ async def list_rejects(
     conn: ConnDep,
     _: OperatorCaller,
     reason: RejectReason | None = None,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
-    limit: Limit = 100,
-) -> RejectPage:
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[RejectPublic]:
     """Messages that could not be stored as usage, newest first, with their raw bytes."""
-    rows = await metering.rejects(conn, reason=reason, before_id=before_id, limit=limit)
-    return RejectPage(
-        rejects=[RejectPublic.from_record(r) for r in rows],
-        next_before_id=rows[-1].reject_id if len(rows) == limit else None,
-    )
+    return await metering.rejects(conn, reason=reason, limit=limit, cursor=cursor)
 
 
 @router.get("/ingest/rejects/summary")
@@ -150,11 +157,11 @@ async def reject_summary(conn: ConnDep, _: OperatorCaller) -> dict[str, int]:
 
 @router.get("/ingest/gaps")
 async def list_gaps(
-    conn: ConnDep, _: OperatorCaller, limit: Limit = 100
-) -> list[BootSequencePublic]:
-    """Device boots with lost reports (sequence numbers never received)."""
-    rows = await metering.boots_with_gaps(conn, limit=limit)
-    return [BootSequencePublic.model_validate(r) for r in rows]
+    conn: ConnDep, _: OperatorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[BootSequencePublic]:
+    """Device boots with lost reports (sequence numbers never received), most recently seen
+    first."""
+    return await metering.boots_with_gaps(conn, limit=limit, cursor=cursor)
 
 
 @router.get("/ingest/gaps/{iccid}/{boot}")
@@ -165,7 +172,5 @@ async def boot_gaps(
     boot: Annotated[int, Path(ge=0, le=2**31 - 1)],
 ) -> BootGaps:
     """The missing sequence numbers of one boot of one SIM."""
-    ranges = await metering.missing_reports(conn, iccid=iccid, boot=boot)
-    return BootGaps(
-        iccid=iccid, boot=boot, missing=[MissingRange(first_seq=a, last_seq=b) for a, b in ranges]
-    )
+    missing = await metering.missing_reports(conn, iccid=iccid, boot=boot)
+    return BootGaps(iccid=iccid, boot=boot, missing=missing)

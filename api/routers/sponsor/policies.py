@@ -6,18 +6,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query, Response, status
 
 from api.deps import ConnDep, IdempotencyKey, SettingsDep, SponsorCaller
+from api.params import Cursor, Limit
 from billing.allocation import coverage
 from flowbill.errors import NotFound
-from flowbill.periods import earliest_open, parse_period
+from flowbill.paging import DEFAULT_LIMIT, Page
+from flowbill.periods import Calendar, earliest_open, parse_period
 from sponsors import service as sponsors
 from sponsors.schemas import (
     AlertThresholds,
     CatalogueApp,
+    PartnerPublic,
     PolicyCreate,
     PolicyPublic,
     SimCapUse,
@@ -32,14 +34,15 @@ router = APIRouter(prefix="/v1/sponsor", tags=["sponsor"])
 
 VinPath = Annotated[Vin, Path(description="The vehicle identification number (17 characters).")]
 IccidPath = Annotated[str, Path(pattern=r"^[0-9]{19,20}$")]
-Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 @router.get("/catalogue")
-async def catalogue(conn: ConnDep, _: SponsorCaller) -> list[CatalogueApp]:
-    """The apps the platform knows, with their categories. Traffic of any other app id is
-    unclassified: it is the user's, and no policy can pay for it."""
-    return await sponsors.catalogue(conn)
+async def catalogue(
+    conn: ConnDep, _: SponsorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[CatalogueApp]:
+    """The apps the platform knows, with their categories, by app id. Traffic of any other
+    app id is unclassified: it is the user's, and no policy can pay for it."""
+    return await sponsors.catalogue(conn, limit=limit, cursor=cursor)
 
 
 # --- Vehicles and SIMs (automakers) ----------------------------------------------------------
@@ -57,13 +60,10 @@ async def put_vehicle(
 
 @router.get("/vehicles")
 async def list_vehicles(
-    conn: ConnDep,
-    caller: SponsorCaller,
-    after: Annotated[Vin | None, Query()] = None,
-    limit: Limit = 100,
-) -> list[VehiclePublic]:
-    """Your vehicles by VIN; page with `after` = the last VIN of the previous page."""
-    return await sponsors.vehicles(conn, automaker_id=caller.tenant_id, after=after, limit=limit)
+    conn: ConnDep, caller: SponsorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[VehiclePublic]:
+    """Your vehicles by VIN."""
+    return await sponsors.vehicles(conn, automaker_id=caller.tenant_id, limit=limit, cursor=cursor)
 
 
 @router.get("/vehicles/{vin}")
@@ -74,13 +74,10 @@ async def get_vehicle(conn: ConnDep, caller: SponsorCaller, vin: VinPath) -> Veh
 
 @router.get("/sims")
 async def list_sims(
-    conn: ConnDep,
-    caller: SponsorCaller,
-    after: Annotated[str | None, Query(pattern=r"^[0-9]{19,20}$")] = None,
-    limit: Limit = 100,
-) -> list[SimPublic]:
+    conn: ConnDep, caller: SponsorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[SimPublic]:
     """The SIMs fitted to your vehicles, by ICCID."""
-    return await sponsors.sims(conn, automaker_id=caller.tenant_id, after=after, limit=limit)
+    return await sponsors.sims(conn, automaker_id=caller.tenant_id, limit=limit, cursor=cursor)
 
 
 @router.get("/sims/{iccid}/coverage")
@@ -115,9 +112,11 @@ async def disallow_sponsor(conn: ConnDep, caller: SponsorCaller, sponsor_id: UUI
 
 
 @router.get("/partners")
-async def list_partners(conn: ConnDep, caller: SponsorCaller) -> list[UUID]:
-    """The sponsors you allowed."""
-    return await sponsors.sponsors_of(conn, automaker_id=caller.tenant_id)
+async def list_partners(
+    conn: ConnDep, caller: SponsorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[PartnerPublic]:
+    """The sponsors you allowed, in the order you allowed them."""
+    return await sponsors.partners(conn, automaker_id=caller.tenant_id, limit=limit, cursor=cursor)
 
 
 # --- Policies --------------------------------------------------------------------------------
@@ -140,9 +139,8 @@ async def create_policy(
     allocated is then the policy's. A repeat of the Idempotency-Key returns the policy it
     created (200)."""
     now = datetime.now(UTC)
-    open_since = earliest_open(
-        now, ZoneInfo(settings.billing_time_zone), settings.billing_closing_days
-    )
+    calendar = Calendar.from_settings(settings)
+    open_since = earliest_open(now, calendar.zone, calendar.closing_days)
     found, created = await sponsors.create_policy(
         conn, sponsor_id=caller.tenant_id, key=key, body=body, now=now, open_since=open_since
     )
@@ -152,9 +150,13 @@ async def create_policy(
 
 
 @router.get("/policies")
-async def list_policies(conn: ConnDep, caller: SponsorCaller) -> list[PolicyPublic]:
-    """Your policies with their terms and spend."""
-    return await sponsors.policies(conn, sponsor_id=caller.tenant_id, now=datetime.now(UTC))
+async def list_policies(
+    conn: ConnDep, caller: SponsorCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[PolicyPublic]:
+    """Your policies with their terms and spend, oldest first."""
+    return await sponsors.policies(
+        conn, sponsor_id=caller.tenant_id, now=datetime.now(UTC), limit=limit, cursor=cursor
+    )
 
 
 @router.get("/policies/{policy_id}")
@@ -200,13 +202,13 @@ async def policy_caps(
     caller: SponsorCaller,
     policy_id: int,
     period: Annotated[str, Query(description="The billing month, YYYY-MM.")],
-    after: Annotated[str | None, Query(pattern=r"^[0-9]{19,20}$")] = None,
-    limit: Limit = 100,
-) -> list[SimCapUse]:
-    """Per SIM, what the policy paid in a month against its cap."""
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[SimCapUse]:
+    """Per SIM, by ICCID, what the policy paid in a month against its cap."""
     return await sponsors.cap_use(
         conn, sponsor_id=caller.tenant_id, policy_id=policy_id, period=parse_period(period),
-        after=after, limit=limit,
+        limit=limit, cursor=cursor,
     )  # fmt: skip
 
 

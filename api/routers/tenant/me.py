@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from api.deps import ConnDep, CurrentCaller
+from api.params import Cursor, Limit
+from flowbill.paging import DEFAULT_LIMIT, Page
 from tenants import service as tenants
 from tenants.schemas import ApiKeyCreate, ApiKeyIssued, ApiKeyPublic, TenantPublic
 
@@ -18,9 +20,11 @@ async def whoami(conn: ConnDep, caller: CurrentCaller) -> TenantPublic:
 
 
 @router.get("/keys")
-async def my_keys(conn: ConnDep, caller: CurrentCaller) -> list[ApiKeyPublic]:
-    """Your API keys, without their secrets."""
-    return await tenants.list_keys(conn, caller.tenant_id)
+async def my_keys(
+    conn: ConnDep, caller: CurrentCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[ApiKeyPublic]:
+    """Your API keys, without their secrets, oldest first."""
+    return await tenants.list_keys(conn, caller.tenant_id, limit=limit, cursor=cursor)
 
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED)

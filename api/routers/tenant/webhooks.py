@@ -10,6 +10,8 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from api.deps import ConnDep, require_role
+from api.params import Cursor, Limit
+from flowbill.paging import DEFAULT_LIMIT, Page
 from tenants.schemas import Role
 from tenants.service import Caller
 from webhooks import service
@@ -37,9 +39,12 @@ MsgIdPath = Annotated[
 
 
 @router.get("/event-types")
-async def event_types(caller: WebhookCaller) -> list[EventType]:
-    """Every event type a webhook may carry; subscribe an endpoint to some or all of them."""
-    return service.event_types()
+async def event_types(
+    caller: WebhookCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[EventType]:
+    """Every event type a webhook may carry, by name; subscribe an endpoint to some or all of
+    them."""
+    return service.event_types(limit=limit, cursor=cursor)
 
 
 @router.post("/endpoints", status_code=status.HTTP_201_CREATED)
@@ -53,9 +58,13 @@ async def create_endpoint(
 
 
 @router.get("/endpoints")
-async def list_endpoints(conn: ConnDep, caller: WebhookCaller) -> list[EndpointPublic]:
+async def list_endpoints(
+    conn: ConnDep, caller: WebhookCaller, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[EndpointPublic]:
     """Your endpoints, oldest first."""
-    return await service.list_endpoints(conn, tenant_id=caller.tenant_id, now=datetime.now(UTC))
+    return await service.list_endpoints(
+        conn, tenant_id=caller.tenant_id, now=datetime.now(UTC), limit=limit, cursor=cursor
+    )
 
 
 @router.get("/endpoints/{endpoint_id}")
@@ -122,13 +131,13 @@ async def list_messages(
     event_type: Annotated[str | None, Query(max_length=100)] = None,
     since: Annotated[datetime | None, Query(description="Created at or after.")] = None,
     until: Annotated[datetime | None, Query(description="Created before.")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> list[MessagePublic]:
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[MessagePublic]:
     """Messages sent to you, newest first, with where each stands at each endpoint."""
     return await service.list_messages(
         conn, tenant_id=caller.tenant_id, event_type=event_type, since=since, until=until,
-        limit=limit, offset=offset,
+        limit=limit, cursor=cursor,
     )  # fmt: skip
 
 
@@ -140,11 +149,17 @@ async def get_message(conn: ConnDep, caller: WebhookCaller, msg_id: MsgIdPath) -
 
 @router.get("/messages/{msg_id}/attempts")
 async def list_attempts(
-    conn: ConnDep, caller: WebhookCaller, msg_id: MsgIdPath
-) -> list[AttemptPublic]:
-    """The delivery log of a message: every attempt, with the status code, an excerpt of the
-    response, the duration or the error, and when the next retry is due."""
-    return await service.list_attempts(conn, tenant_id=caller.tenant_id, msg_id=msg_id)
+    conn: ConnDep,
+    caller: WebhookCaller,
+    msg_id: MsgIdPath,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[AttemptPublic]:
+    """The delivery log of a message, oldest first: every attempt, with the status code, an
+    excerpt of the response, the duration or the error, and when the next retry is due."""
+    return await service.list_attempts(
+        conn, tenant_id=caller.tenant_id, msg_id=msg_id, limit=limit, cursor=cursor
+    )
 
 
 @router.post("/messages/{msg_id}/replay", status_code=status.HTTP_202_ACCEPTED)
