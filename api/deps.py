@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from api.broker import BrokerLink
 from flowbill.db import Connection
 from flowbill.errors import Unavailable
+from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from iot_cards.gateways import HttpIotGateways
 from tenants import service as tenants
@@ -95,6 +96,14 @@ async def _gateways(request: Request) -> HttpGateways:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+async def _calendar(settings: SettingsDep) -> Calendar:
+    return Calendar.from_settings(settings)
+
+
+# The billing calendar (FLOWBILL_BILLING_TIME_ZONE and the closing window) of this API.
+CalendarDep = Annotated[Calendar, Depends(_calendar)]
 GatewaysDep = Annotated[HttpGateways, Depends(_gateways)]
 PoolDep = Annotated[AsyncConnectionPool[Connection], Depends(_pool)]
 BrokerDep = Annotated[BrokerLink, Depends(_broker)]

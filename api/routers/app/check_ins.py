@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from api.deps import AppCaller, ConnDep, SettingsDep
-from flowbill.periods import Calendar
+from api.deps import AppCaller, CalendarDep, ConnDep
 from wallet import promotions
 from wallet.schemas import CheckInRequest, CheckInResult, CheckInRulesPublic
 
@@ -16,7 +15,7 @@ router = APIRouter(prefix="/v1/check-ins", tags=["check-in"])
 
 @router.post("")
 async def check_in(
-    conn: ConnDep, settings: SettingsDep, caller: AppCaller, body: CheckInRequest
+    conn: ConnDep, calendar: CalendarDep, caller: AppCaller, body: CheckInRequest
 ) -> CheckInResult:
     """Check a user in for today (a calendar day in the billing time zone).
 
@@ -26,7 +25,7 @@ async def check_in(
     """
     return await promotions.check_in(
         conn, app_id=caller.tenant_id, user_id=body.user_id, now=datetime.now(UTC),
-        calendar=Calendar.from_settings(settings),
+        calendar=calendar,
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 from api.deps import (
     IDENTITY_PATH,
     PAYMENTS_PATH,
+    CalendarDep,
     ConnDep,
     GatewaysDep,
     IotGatewaysDep,
@@ -21,7 +22,6 @@ from api.deps import (
     after_response,
 )
 from flowbill.errors import InvalidInput, Unauthenticated
-from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from iot_cards import settlement
 from wallet.gateways import SIGNATURE_HEADER, interpret, verify_callback
@@ -54,12 +54,12 @@ async def payment_callback(
     gateways: GatewaysDep,
     iot_gateways: IotGatewaysDep,
     settings: SettingsDep,
+    calendar: CalendarDep,
     background: BackgroundTasks,
 ) -> Response:
     """The payment gateway reports how an IoT order's payment ended (signed)."""
     body, order_id = await _verified_payload(request, settings)
     result = interpret(200, body, reference_key="payment_ref", status_query=True)
-    calendar = Calendar.from_settings(settings)
     if await settlement.settle_payment(
         conn, order_id=order_id, result=result, now=datetime.now(UTC), calendar=calendar
     ):

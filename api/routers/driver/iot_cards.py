@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.deps import (
     IDENTITY_PATH,
     PAYMENTS_PATH,
+    CalendarDep,
     ConnDep,
     DriverCaller,
     GatewaysDep,
@@ -153,6 +154,7 @@ async def verify(
     pool: PoolDep,
     iot_gateways: IotGatewaysDep,
     settings: SettingsDep,
+    calendar: CalendarDep,
     background: BackgroundTasks,
 ) -> VerificationPublic:
     """Verify your real name for a paid card (required by law before it can work): name,
@@ -167,7 +169,7 @@ async def verify(
         body=body,
         hash_key=settings.iot_id_hash_key.get_secret_value().encode(),
         now=datetime.now(UTC),
-        calendar=Calendar.from_settings(settings),
+        calendar=calendar,
     )
     if request is not None:
         background.add_task(
@@ -195,7 +197,7 @@ async def activate(
     key: IdempotencyKey,
     iccid: Iccid,
     body: ImeiBody,
-    settings: SettingsDep,
+    calendar: CalendarDep,
 ) -> CardDetail:
     """Activate your verified card in its device; the card is bound to this IMEI."""
     return await devices.activate(
@@ -206,7 +208,7 @@ async def activate(
         key=ledger_key(caller, "iot-card", key),
         imei=body.imei,
         now=datetime.now(UTC),
-        calendar=Calendar.from_settings(settings),
+        calendar=calendar,
     )
 
 
@@ -273,7 +275,7 @@ async def recharge(
 
 @router.get("/cards/{iccid}/usage")
 async def card_usage(
-    conn: ConnDep, caller: DriverCaller, iccid: Iccid, settings: SettingsDep
+    conn: ConnDep, caller: DriverCaller, iccid: Iccid, calendar: CalendarDep
 ) -> UsagePublic:
     """Your card's data use this month against its plan, per app, from the metered data."""
     return await usage.card_usage(
@@ -281,7 +283,7 @@ async def card_usage(
         iccid=iccid,
         holder_id=caller.tenant_id,
         now=datetime.now(UTC),
-        calendar=Calendar.from_settings(settings),
+        calendar=calendar,
     )
 
 

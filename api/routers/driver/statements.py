@@ -7,11 +7,10 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from api.deps import ConnDep, DriverCaller, SettingsDep
+from api.deps import CalendarDep, ConnDep, DriverCaller
 from api.params import PeriodPath
 from billing.documents import statements
 from billing.documents.schemas import DriverStatement
-from flowbill.periods import Calendar
 
 router = APIRouter(prefix="/v1/driver/statements", tags=["driver"])
 
@@ -19,14 +18,13 @@ router = APIRouter(prefix="/v1/driver/statements", tags=["driver"])
 @router.get("/{period}")
 async def my_statement(
     conn: ConnDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     caller: DriverCaller,
     period: PeriodPath,
 ) -> DriverStatement:
     """Your traffic of a month that sponsors did not pay: the bytes your wallet paid, and
     overage bytes with their amount at the tariff's overage price (per SIM and category)."""
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     return await statements.driver_statement(
         conn,
         driver_id=caller.tenant_id,

@@ -11,6 +11,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, status
 from psycopg_pool import AsyncConnectionPool
 
 from api.deps import (
+    CalendarDep,
     ConnDep,
     DriverCaller,
     DriverCallerWithoutTransaction,
@@ -27,7 +28,6 @@ from api.deps import (
 from api.params import Cursor, Limit
 from flowbill.db import Connection
 from flowbill.paging import DEFAULT_LIMIT, Page
-from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from wallet import exchange, reports, withdrawals
 from wallet.gateways import HttpGateways
@@ -57,7 +57,7 @@ async def balance(conn: ConnDep, caller: DriverCaller) -> BalancePublic:
 @router.get("/lots")
 async def lots(
     conn: ConnDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     caller: DriverCaller,
     expiring_within_days: Annotated[int | None, Query(ge=1, le=730)] = None,
     limit: Limit = DEFAULT_LIMIT,
@@ -67,7 +67,7 @@ async def lots(
     within = None if expiring_within_days is None else timedelta(days=expiring_within_days)
     return await reports.lots(
         conn, user=str(caller.tenant_id), now=datetime.now(UTC), within=within,
-        calendar=Calendar.from_settings(settings), limit=limit, cursor=cursor,
+        calendar=calendar, limit=limit, cursor=cursor,
     )  # fmt: skip
 
 

@@ -11,19 +11,19 @@ from uuid import UUID
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Response, status
 
 from api.deps import (
+    CalendarDep,
     ConnDep,
     GatewaysDep,
     IdempotencyKey,
     IotGatewaysDep,
     MerchantCaller,
     PoolDep,
-    SettingsDep,
     ledger_key,
 )
 from api.deps import after_response as after
 from api.params import Cursor, Limit
 from flowbill.paging import DEFAULT_LIMIT, Page
-from flowbill.periods import Calendar, parse_period
+from flowbill.periods import parse_period
 from iot_cards import settlement
 from iot_cards.lifecycle import Actor, State
 from iot_cards.schemas import (
@@ -138,7 +138,7 @@ async def activate(
     key: IdempotencyKey,
     iccid: Iccid,
     body: ImeiBody,
-    settings: SettingsDep,
+    calendar: CalendarDep,
 ) -> CardDetail:
     """Activate a verified card for its holder, binding it to the device's IMEI."""
     return await devices.activate(
@@ -149,7 +149,7 @@ async def activate(
         key=ledger_key(caller, "iot-card", key),
         imei=body.imei,
         now=datetime.now(UTC),
-        calendar=Calendar.from_settings(settings),
+        calendar=calendar,
     )
 
 
@@ -170,7 +170,7 @@ async def device_report(
 
 @router.get("/cards/{iccid}/usage")
 async def card_usage(
-    conn: ConnDep, caller: MerchantCaller, iccid: Iccid, settings: SettingsDep
+    conn: ConnDep, caller: MerchantCaller, iccid: Iccid, calendar: CalendarDep
 ) -> UsagePublic:
     """A card's data use this month against its plan (and its pool's), per app."""
     return await usage.card_usage(
@@ -178,7 +178,7 @@ async def card_usage(
         iccid=iccid,
         merchant_id=caller.tenant_id,
         now=datetime.now(UTC),
-        calendar=Calendar.from_settings(settings),
+        calendar=calendar,
     )
 
 
@@ -208,7 +208,7 @@ async def refund(
     pool: PoolDep,
     gateways: GatewaysDep,
     iot_gateways: IotGatewaysDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     background: BackgroundTasks,
 ) -> RefundPublic:
     """Refund a paid order whole: money back to the buyer, your revenue and the wholesale
@@ -228,7 +228,7 @@ async def refund(
                 gateways,
                 iot_gateways,
                 refund_id=refund.refund_id,
-                calendar=Calendar.from_settings(settings),
+                calendar=calendar,
             ),
             what="iot refund",
         )
@@ -260,7 +260,7 @@ async def statement(
     conn: ConnDep,
     caller: MerchantCaller,
     month: Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")],
-    settings: SettingsDep,
+    calendar: CalendarDep,
     currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")] = "CNY",
 ) -> StatementPublic:
     """A month's sales and refunds (in the billing time zone) with your revenue: retail −
@@ -269,7 +269,7 @@ async def statement(
         conn,
         merchant_id=caller.tenant_id,
         month=parse_period(month),
-        calendar=Calendar.from_settings(settings),
+        calendar=calendar,
         currency=currency,
     )
 

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from api.deps import ConnDep, IdempotencyKey, OperatorCaller, SettingsDep, ledger_key
+from api.deps import CalendarDep, ConnDep, IdempotencyKey, OperatorCaller, ledger_key
 from api.params import Cursor, Limit, LineIdPath, PeriodPath
 from api.responses import CSV_RESPONSES, csv_response
 from billing.documents import invoices, margin, revenue_share, statements
@@ -29,6 +29,7 @@ from billing.documents.schemas import (
     RevenueShareStatement,
     SponsorStatement,
 )
+from flowbill.db import Connection
 from flowbill.paging import DEFAULT_LIMIT, Page
 from flowbill.periods import Calendar
 from tenants.schemas import Role
@@ -41,7 +42,7 @@ RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 @router.post("/sponsors/{sponsor_id}/periods/{period}/close", status_code=status.HTTP_201_CREATED)
 async def close_period(
     conn: ConnDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     caller: OperatorCaller,
     key: IdempotencyKey,
     sponsor_id: UUID,
@@ -52,7 +53,6 @@ async def close_period(
     Before the month's closing window has passed: `409 period-not-closable` (with
     `closable_at`)."""
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     return await invoices.close_period(
         conn,
         sponsor_id=sponsor_id,
@@ -69,10 +69,10 @@ async def close_period(
     responses=CSV_RESPONSES,
 )
 async def sponsor_statement_csv(
-    conn: ConnDep, settings: SettingsDep, _: OperatorCaller, sponsor_id: UUID, period: PeriodPath
+    conn: ConnDep, calendar: CalendarDep, _: OperatorCaller, sponsor_id: UUID, period: PeriodPath
 ) -> Response:
     """A sponsor's statement as CSV."""
-    found = await _sponsor_statement(conn, settings, sponsor_id, period)
+    found = await _sponsor_statement(conn, calendar, sponsor_id, period)
     return csv_response(
         statements.statement_csv(found), filename=f"statement-{sponsor_id}-{found.period}.csv"
     )
@@ -80,17 +80,16 @@ async def sponsor_statement_csv(
 
 @router.get("/sponsors/{sponsor_id}/statements/{period}")
 async def sponsor_statement(
-    conn: ConnDep, settings: SettingsDep, _: OperatorCaller, sponsor_id: UUID, period: PeriodPath
+    conn: ConnDep, calendar: CalendarDep, _: OperatorCaller, sponsor_id: UUID, period: PeriodPath
 ) -> SponsorStatement:
     """A sponsor's statement of a month, as the sponsor sees it."""
-    return await _sponsor_statement(conn, settings, sponsor_id, period)
+    return await _sponsor_statement(conn, calendar, sponsor_id, period)
 
 
 async def _sponsor_statement(
-    conn: ConnDep, settings: SettingsDep, sponsor_id: UUID, period: str
+    conn: Connection, calendar: Calendar, sponsor_id: UUID, period: str
 ) -> SponsorStatement:
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     month = calendar.started(period, now=now)
     await statements.require_tenant(conn, sponsor_id, Role.SPONSOR)
     return await statements.sponsor_statement(
@@ -101,7 +100,7 @@ async def _sponsor_statement(
 @router.get("/sponsors/{sponsor_id}/statements/{period}/lines/{line_id}/items")
 async def sponsor_line_items(
     conn: ConnDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     _: OperatorCaller,
     sponsor_id: UUID,
     period: PeriodPath,
@@ -112,7 +111,6 @@ async def sponsor_line_items(
     """The usage items behind a line of a sponsor's statement, in item order; follow
     `next_cursor` for the next page."""
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     month = calendar.started(period, now=now)
     await statements.require_tenant(conn, sponsor_id, Role.SPONSOR)
     return await statements.line_items(
@@ -128,11 +126,10 @@ async def sponsor_line_items(
 
 @router.get("/drivers/{driver_id}/statements/{period}")
 async def driver_statement(
-    conn: ConnDep, settings: SettingsDep, _: OperatorCaller, driver_id: UUID, period: PeriodPath
+    conn: ConnDep, calendar: CalendarDep, _: OperatorCaller, driver_id: UUID, period: PeriodPath
 ) -> DriverStatement:
     """A driver's statement of a month, as the driver sees it."""
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     month = calendar.started(period, now=now)
     await statements.require_tenant(conn, driver_id, Role.DRIVER)
     return await statements.driver_statement(
@@ -143,7 +140,7 @@ async def driver_statement(
 @router.get("/invoices")
 async def list_invoices(
     conn: ConnDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     _: OperatorCaller,
     sponsor_id: UUID | None = None,
     period: Annotated[str | None, Query(max_length=20, description="YYYY-MM")] = None,
@@ -151,7 +148,6 @@ async def list_invoices(
     cursor: Cursor = None,
 ) -> Page[InvoiceSummary]:
     """Invoices, newest first, optionally of one sponsor or month."""
-    calendar = Calendar.from_settings(settings)
     month = calendar.started(period, now=datetime.now(UTC)) if period is not None else None
     return await invoices.invoices(
         conn, sponsor_id=sponsor_id, period=month, cursor=cursor, limit=limit
@@ -169,7 +165,7 @@ async def get_invoice(
 @router.post("/invoices/{number}/credit-notes", status_code=status.HTTP_201_CREATED)
 async def issue_credit_note(
     conn: ConnDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     caller: OperatorCaller,
     key: IdempotencyKey,
     number: Annotated[InvoiceNumber, Path()],
@@ -183,7 +179,7 @@ async def issue_credit_note(
         invoice_number=number,
         request=body,
         key=ledger_key(caller, "credit-note", key),
-        calendar=Calendar.from_settings(settings),
+        calendar=calendar,
         now=datetime.now(UTC),
     )
 
@@ -259,12 +255,11 @@ async def delete_share_rule(conn: ConnDep, _: OperatorCaller, rule_id: RuleId) -
 
 @router.get("/revenue-share/partners/{partner_id}/statements/{period}")
 async def share_statement(
-    conn: ConnDep, settings: SettingsDep, _: OperatorCaller, partner_id: UUID, period: PeriodPath
+    conn: ConnDep, calendar: CalendarDep, _: OperatorCaller, partner_id: UUID, period: PeriodPath
 ) -> RevenueShareStatement:
     """A partner's revenue-share statement of a month: per rule, app and tariff, the
     user-paid bytes, the revenue base, the percent and the share (half-up once per line)."""
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     return await revenue_share.statement(
         conn,
         partner_id=partner_id,
@@ -276,13 +271,12 @@ async def share_statement(
 
 @router.get("/margin/{period}")
 async def margin_report(
-    conn: ConnDep, settings: SettingsDep, _: OperatorCaller, period: PeriodPath
+    conn: ConnDep, calendar: CalendarDep, _: OperatorCaller, period: PeriodPath
 ) -> MarginReport:
     """The platform's margin of a month, per currency: sponsor revenue plus user overage
     revenue, less the carrier's wholesale cost of every allocated byte and the revenue share
     paid out."""
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     return await margin.margin_report(
         conn, period=calendar.started(period, now=now), calendar=calendar, now=now
     )

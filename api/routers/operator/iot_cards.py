@@ -9,11 +9,18 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, status
 
-from api.deps import ConnDep, GatewaysDep, IotGatewaysDep, OperatorCaller, PoolDep, SettingsDep
+from api.deps import (
+    CalendarDep,
+    ConnDep,
+    GatewaysDep,
+    IotGatewaysDep,
+    OperatorCaller,
+    PoolDep,
+    SettingsDep,
+)
 from api.params import Cursor, Limit
 from flowbill.errors import InvalidInput
 from flowbill.paging import DEFAULT_LIMIT, Page
-from flowbill.periods import Calendar
 from flowbill.units import MB
 from iot_cards import settlement
 from iot_cards.schemas import (
@@ -99,6 +106,7 @@ async def reconcile(
     gateways: GatewaysDep,
     iot_gateways: IotGatewaysDep,
     settings: SettingsDep,
+    calendar: CalendarDep,
 ) -> ReconcileReport:
     """Settle payments, refunds, invoices and verifications left open past the grace time
     by asking the parties (run it periodically)."""
@@ -109,12 +117,12 @@ async def reconcile(
         identity=iot_gateways,
         now=datetime.now(UTC),
         grace=timedelta(seconds=settings.reconcile_grace_seconds),
-        calendar=Calendar.from_settings(settings),
+        calendar=calendar,
     )
 
 
 @router.post("/sweeps")
-async def sweep(conn: ConnDep, _: OperatorCaller, settings: SettingsDep) -> SweepReport:
+async def sweep(conn: ConnDep, _: OperatorCaller, calendar: CalendarDep) -> SweepReport:
     """Apply due scheduled card commands and judge every card's usage: thresholds crossed,
     cards blocked or unblocked (run it periodically)."""
-    return await usage.sweep(conn, now=datetime.now(UTC), calendar=Calendar.from_settings(settings))
+    return await usage.sweep(conn, now=datetime.now(UTC), calendar=calendar)

@@ -9,11 +9,18 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, status
 
-from api.deps import ConnDep, GatewaysDep, OperatorCaller, PoolDep, SettingsDep, providers
+from api.deps import (
+    CalendarDep,
+    ConnDep,
+    GatewaysDep,
+    OperatorCaller,
+    PoolDep,
+    SettingsDep,
+    providers,
+)
 from api.params import Cursor, Limit
 from flowbill.errors import InvalidInput
 from flowbill.paging import DEFAULT_LIMIT, Page
-from flowbill.periods import Calendar
 from wallet import exchange, promotions, reports, service, withdrawals
 from wallet.schemas import (
     BooksReport,
@@ -82,7 +89,7 @@ async def ledger_check(conn: ConnDep, _: OperatorCaller) -> BooksReport:
 @router.get("/breakage")
 async def breakage(
     conn: ConnDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     _: OperatorCaller,
     since: Annotated[date, Query(description="First day (billing time zone), inclusive.")],
     until: Annotated[date, Query(description="Last day (billing time zone), exclusive.")],
@@ -93,7 +100,7 @@ async def breakage(
     if until <= since or (until - since).days > 3660:
         raise InvalidInput("until must be after since, at most ten years later")
     return await reports.breakage(
-        conn, since=since, until=until, calendar=Calendar.from_settings(settings), limit=limit,
+        conn, since=since, until=until, calendar=calendar, limit=limit,
         cursor=cursor,
     )  # fmt: skip
 
@@ -101,7 +108,7 @@ async def breakage(
 @router.get("/expiring")
 async def expiring(
     conn: ConnDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     _: OperatorCaller,
     within_days: Annotated[int, Query(ge=1, le=730)] = 30,
     limit: Limit = DEFAULT_LIMIT,
@@ -110,7 +117,7 @@ async def expiring(
     """Data in users' wallets that expires within the coming days, per day."""
     return await reports.expiring(
         conn, now=datetime.now(UTC), within=timedelta(days=within_days),
-        calendar=Calendar.from_settings(settings), limit=limit, cursor=cursor,
+        calendar=calendar, limit=limit, cursor=cursor,
     )  # fmt: skip
 
 

@@ -9,12 +9,12 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from api.deps import ConnDep, IdempotencyKey, SettingsDep, SponsorCaller
+from api.deps import CalendarDep, ConnDep, IdempotencyKey, SponsorCaller
 from api.params import Cursor, Limit
 from billing.allocation import coverage
 from flowbill.errors import NotFound
 from flowbill.paging import DEFAULT_LIMIT, Page
-from flowbill.periods import Calendar, earliest_open, parse_period
+from flowbill.periods import earliest_open, parse_period
 from sponsors import service as sponsors
 from sponsors.schemas import (
     AlertThresholds,
@@ -125,7 +125,7 @@ async def list_partners(
 @router.post("/policies", status_code=status.HTTP_201_CREATED)
 async def create_policy(
     conn: ConnDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     caller: SponsorCaller,
     key: IdempotencyKey,
     body: PolicyCreate,
@@ -139,7 +139,6 @@ async def create_policy(
     allocated is then the policy's. A repeat of the Idempotency-Key returns the policy it
     created (200)."""
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     open_since = earliest_open(now, calendar.zone, calendar.closing_days)
     found, created = await sponsors.create_policy(
         conn, sponsor_id=caller.tenant_id, key=key, body=body, now=now, open_since=open_since

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from api.deps import ConnDep, SettingsDep, require_role
+from api.deps import CalendarDep, ConnDep, require_role
 from api.params import Cursor, Limit, LineIdPath, PeriodPath
 from api.responses import CSV_RESPONSES, csv_response
 from billing.documents import invoices, statements
@@ -22,7 +22,6 @@ from billing.documents.schemas import (
     SponsorStatement,
 )
 from flowbill.paging import DEFAULT_LIMIT, Page
-from flowbill.periods import Calendar
 from tenants.schemas import Role
 from tenants.service import Caller
 
@@ -33,11 +32,10 @@ SponsorCaller = Annotated[Caller, Depends(require_role(Role.SPONSOR))]
 
 @router.get("/statements/{period}.csv", response_class=Response, responses=CSV_RESPONSES)
 async def statement_csv(
-    conn: ConnDep, settings: SettingsDep, caller: SponsorCaller, period: PeriodPath
+    conn: ConnDep, calendar: CalendarDep, caller: SponsorCaller, period: PeriodPath
 ) -> Response:
     """Your statement as CSV (UTF-8, a header row; columns are listed in docs/billing.md)."""
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     statement = await statements.sponsor_statement(
         conn,
         sponsor_id=caller.tenant_id,
@@ -52,14 +50,13 @@ async def statement_csv(
 
 @router.get("/statements/{period}")
 async def statement(
-    conn: ConnDep, settings: SettingsDep, caller: SponsorCaller, period: PeriodPath
+    conn: ConnDep, calendar: CalendarDep, caller: SponsorCaller, period: PeriodPath
 ) -> SponsorStatement:
     """Your statement of a month: one line per policy, terms (unit price), category and
     tariff, with bytes, MB, unit price and amount (rounded half-up once per line);
     adjustments (late usage of closed months) on lines of their own. While `status` is
     `open`, usage may still be booked in the month."""
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     return await statements.sponsor_statement(
         conn,
         sponsor_id=caller.tenant_id,
@@ -72,7 +69,7 @@ async def statement(
 @router.get("/statements/{period}/lines/{line_id}/items")
 async def line_items(
     conn: ConnDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     caller: SponsorCaller,
     period: PeriodPath,
     line_id: LineIdPath,
@@ -83,7 +80,6 @@ async def line_items(
     window) and the bytes allocated to you, in item order; follow `next_cursor` for the next
     page (a cursor of another line is refused)."""
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     return await statements.line_items(
         conn,
         sponsor_id=caller.tenant_id,
@@ -98,7 +94,7 @@ async def line_items(
 @router.get("/invoices")
 async def list_invoices(
     conn: ConnDep,
-    settings: SettingsDep,
+    calendar: CalendarDep,
     caller: SponsorCaller,
     period: Annotated[str | None, Query(max_length=20, description="YYYY-MM")] = None,
     limit: Limit = DEFAULT_LIMIT,
@@ -106,7 +102,6 @@ async def list_invoices(
 ) -> Page[InvoiceSummary]:
     """Your invoices, newest first (of one month with `period`)."""
     now = datetime.now(UTC)
-    calendar = Calendar.from_settings(settings)
     month = calendar.started(period, now=now) if period is not None else None
     return await invoices.invoices(
         conn, sponsor_id=caller.tenant_id, period=month, cursor=cursor, limit=limit
