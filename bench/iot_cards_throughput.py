@@ -31,6 +31,7 @@ import httpx
 from throwaway_stack import fresh_stack, machine
 
 from devstack import localstack
+from devstack.localstack.processes import _free_port
 from flowbill import db
 from flowbill.periods import Calendar
 from flowbill.settings import Settings
@@ -388,7 +389,7 @@ async def main() -> int:
     prepared_at = time.monotonic()
     cards, top_up = await prepare(settings, args.cards)
     print(f"  prepared {len(cards)} cards in {time.monotonic() - prepared_at:.0f} s", flush=True)
-    ports = [localstack._free_port() for _ in range(3)]
+    ports = [_free_port() for _ in range(3)]
     processes = start(
         settings,
         state,

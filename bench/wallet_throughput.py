@@ -36,6 +36,7 @@ import httpx
 from throwaway_stack import fresh_stack, machine
 
 from devstack import localstack
+from devstack.localstack.processes import _free_port
 from flowbill import db
 from flowbill.settings import Settings
 from flowbill.units import MB
@@ -273,7 +274,7 @@ async def main() -> int:
     runs: list[Run] = []
     runs.append(await service_layer(settings, users, item_id, concurrency=8, seconds=args.seconds))
     print(f"  measured {runs[-1].name}", flush=True)
-    port = localstack._free_port()
+    port = _free_port()
     api = start_api(settings, port, args.workers, args.pool, state / "api.log")
     base = f"http://127.0.0.1:{port}"
     keys_file = state / "bench-keys.txt"

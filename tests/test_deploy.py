@@ -106,7 +106,8 @@ def test_the_broker_config_never_drops_for_slow_consumers() -> None:
 
 
 def test_the_local_stack_broker_never_drops_either(tmp_path: Path) -> None:
-    from devstack.localstack import LocalStack, _write_mosquitto_conf
+    from devstack.localstack import LocalStack
+    from devstack.localstack.mosquitto import _write_mosquitto_conf
 
     stack = LocalStack(root=tmp_path, pg_port=1, mqtt_port=2)
     _write_mosquitto_conf(stack)
