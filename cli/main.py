@@ -64,7 +64,8 @@ def _cmd_retire(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from simulator.fleet import options_from_args, simulate
+    from simulator.fleet.arguments import options_from_args
+    from simulator.fleet.publish import simulate
 
     settings = get_settings()
     summary = _run(
@@ -313,7 +314,8 @@ def _cmd_iot_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_gateway_simulator(args: argparse.Namespace) -> int:
-    from simulator.gateways import behaviour_from_args, serve
+    from simulator.gateways.app import serve
+    from simulator.gateways.arguments import behaviour_from_args
 
     serve(
         host=args.host,
@@ -354,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser("simulate", help="publish a simulated fleet's usage reports")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
-    from simulator.fleet import add_arguments
+    from simulator.fleet.arguments import add_arguments
 
     add_arguments(simulate)
     simulate.set_defaults(func=_cmd_simulate)
@@ -440,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8090)
-    from simulator.gateways import add_arguments as add_gateway_arguments
+    from simulator.gateways.arguments import add_arguments as add_gateway_arguments
 
     add_gateway_arguments(gateway)
     gateway.set_defaults(func=_cmd_gateway_simulator)

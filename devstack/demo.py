@@ -114,7 +114,10 @@ def _operator_key(settings: Settings, state: Path, api: str) -> str:
 
 def run_demo(*, seconds: float, state: Path = STATE) -> int:
     """Run the metering demo and print sent versus stored."""
-    from simulator.fleet import SimulationOptions, plan_fleet, publish_plan, summarize
+    from simulator.fleet.options import SimulationOptions
+    from simulator.fleet.plan import plan_fleet
+    from simulator.fleet.publish import publish_plan
+    from simulator.fleet.summary import summarize
 
     settings = get_settings()
     stop_services(state)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from flowbill.logs import configure_logging
-from simulator.gateways import simulator_app
+from simulator.gateways.app import simulator_app
 from wallet.gateways import SIGNATURE_HEADER, sign_callback
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,8 @@ from flowbill.migrate import apply_migrations
 from flowbill.settings import Settings
 from ingest import mqtt_session
 from ingest.protocol import iccid_check_digit
-from simulator.gateways import GatewayBehaviour, create_gateway_app
+from simulator.gateways.app import create_gateway_app
+from simulator.gateways.behaviour import GatewayBehaviour
 from tenants import service as tenants
 from tenants.schemas import Role
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from flowbill.units import MB
 from ingest.protocol import (
     Rejection,
     RejectReason,
@@ -16,24 +17,18 @@ from ingest.protocol import (
     is_valid_iccid,
     parse_report,
 )
-from simulator.fleet import (
+from simulator.fleet.arguments import add_arguments, options_from_args
+from simulator.fleet.malformed import MALFORMATIONS
+from simulator.fleet.options import SimulationOptions
+from simulator.fleet.plan import FleetPlan, PlannedMessage, plan_fleet
+from simulator.fleet.publish import _Progress
+from simulator.fleet.summary import AppTotals, SimulationSummary, summarize
+from simulator.fleet.traffic import (
     IOT_APPS,
     IOT_ISSUER,
-    MALFORMATIONS,
-    MB,
     SHANGHAI,
     VEHICLE_APPS,
     VEHICLE_ISSUER,
-    AppTotals,
-    FleetPlan,
-    PlannedMessage,
-    SimulationOptions,
-    SimulationSummary,
-    _Progress,
-    add_arguments,
-    options_from_args,
-    plan_fleet,
-    summarize,
 )
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -20,13 +20,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from simulator.gateways import (
-    GatewayBehaviour,
-    create_gateway_app,
-    mask_msisdn,
-    plan_mb,
-    validity_days,
-)
+from simulator.gateways.app import create_gateway_app
+from simulator.gateways.behaviour import GatewayBehaviour
+from simulator.gateways.carriers import mask_msisdn
+from simulator.gateways.parties import plan_mb, validity_days
 from tests.conftest import free_port, serving
 from wallet.gateways import (
     SIGNATURE_HEADER,
