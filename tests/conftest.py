@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -28,6 +28,7 @@ from api.app import create_app
 from devstack import localstack
 from flowbill import db
 from flowbill.migrate import apply_migrations
+from flowbill.paging import InvalidCursor
 from flowbill.settings import Settings
 from ingest import mqtt_session
 from ingest.protocol import iccid_check_digit
@@ -362,3 +363,45 @@ async def walk_pages(
             return pages
         assert body["items"], "a page with a next cursor holds items"
         assert len(pages) < 10_000, "the cursor never ends"
+
+
+async def walk_items(
+    http: httpx.AsyncClient,
+    path: str,
+    *,
+    key: str,
+    limit: int = 2,
+    params: dict[str, str | int] | None = None,
+) -> list[dict[str, object]]:
+    """Every item of a list, walked `limit` a page; the list must take more than one page."""
+    pages = await walk_pages(http, path, key=key, limit=limit, params=params)
+    assert len(pages) > 1, f"{path} fitted in one page of {limit}: nothing was paged"
+    return [item for page in pages for item in page]
+
+
+def distinct(items: Sequence[dict[str, object]], field: str) -> list[str]:
+    """The items' `field`, in order, as text; no item may come twice."""
+    found = [str(item[field]) for item in items]
+    assert len(found) == len(set(found)), f"an item came twice: {found}"
+    return found
+
+
+def assert_each_once_in_order(
+    pages: list[list[dict[str, object]]],
+    *,
+    key: Callable[[dict[str, object]], object],
+    expected: Sequence[object],
+) -> None:
+    """The pages (more than one) hold every expected item exactly once and in the expected
+    order; items of other tests may lie between them on a shared list, but no item is on two
+    pages."""
+    assert len(pages) > 1, "the list fit on one page: nothing was paged"
+    seen = [key(item) for page in pages for item in page]
+    assert len(seen) == len(set(seen)), "an item was handed out twice"
+    wanted = set(expected)
+    assert [k for k in seen if k in wanted] == list(expected)
+
+
+def assert_bad_cursor(response: httpx.Response) -> None:
+    """The answer to a cursor the list never handed out: the `invalid-cursor` problem."""
+    assert_problem(response, InvalidCursor.status, "invalid-cursor")

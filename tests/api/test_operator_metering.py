@@ -12,9 +12,10 @@ import psycopg
 from flowbill import db
 from flowbill.settings import Settings
 from ingest.service import ReceivedMessage, store_batch
-from tests.api.pages import assert_bad_cursor, assert_each_once_in_order
 from tests.conftest import (
     IngestProcess,
+    assert_bad_cursor,
+    assert_each_once_in_order,
     assert_problem,
     bearer,
     new_iccid,

@@ -17,8 +17,14 @@ from flowbill.periods import format_period
 from flowbill.settings import Settings
 from sponsors import service as sponsors
 from tenants.schemas import Role
-from tests.api.pages import assert_bad_cursor, assert_each_once_in_order
-from tests.conftest import bearer, make_tenant, new_iccid, walk_pages
+from tests.conftest import (
+    assert_bad_cursor,
+    assert_each_once_in_order,
+    bearer,
+    make_tenant,
+    new_iccid,
+    walk_pages,
+)
 
 VIN_ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 

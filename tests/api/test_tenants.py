@@ -15,8 +15,14 @@ import pytest
 from flowbill.settings import Settings
 from tenants import service as tenants
 from tenants.schemas import Role
-from tests.api.pages import assert_bad_cursor, assert_each_once_in_order
-from tests.conftest import assert_problem, bearer, make_tenant, walk_pages
+from tests.conftest import (
+    assert_bad_cursor,
+    assert_each_once_in_order,
+    assert_problem,
+    bearer,
+    make_tenant,
+    walk_pages,
+)
 
 
 async def test_health_readiness_and_metrics(http: httpx.AsyncClient) -> None:

@@ -17,13 +17,12 @@ from billing.documents import invoices, statements
 from billing.documents.errors import MixedCurrencies, PeriodNotClosable
 from billing.documents.schemas import CreditLineCreate, CreditNoteCreate
 from flowbill.db import Connection
-from flowbill.paging import InvalidCursor
 from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing import statement_factories as f
-from tests.conftest import assert_problem, bearer, make_tenant, walk_pages
+from tests.conftest import assert_bad_cursor, assert_problem, bearer, make_tenant, walk_pages
 
 CALENDAR = Calendar.of(time_zone="Asia/Shanghai", closing_days=3)
 
@@ -422,7 +421,7 @@ async def test_invoices_and_credit_notes_page_through(
     ):
         who = operator if "operator" in path else headers
         refused = await http.get(path, params={"cursor": cursor}, headers=who)
-        assert_problem(refused, InvalidCursor.status, "invalid-cursor")
+        assert_bad_cursor(refused)
 
 
 def test_document_numbers() -> None:

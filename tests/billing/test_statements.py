@@ -16,13 +16,19 @@ import httpx
 from billing.documents import rating, statements
 from billing.documents.rating import RoundingRule, RoundingScope
 from flowbill.db import Connection
-from flowbill.paging import InvalidCursor
 from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing import statement_factories as f
-from tests.conftest import assert_problem, bearer, make_tenant, new_iccid, walk_pages
+from tests.conftest import (
+    assert_bad_cursor,
+    assert_problem,
+    bearer,
+    make_tenant,
+    new_iccid,
+    walk_pages,
+)
 
 CALENDAR = Calendar.of(time_zone="Asia/Shanghai", closing_days=3)
 
@@ -257,14 +263,14 @@ async def test_drill_down_pages_cover_the_line_exactly(
     first = (await http.get(url, params={"limit": 5}, headers=headers_)).json()
     for bad in ("garbage!", first["next_cursor"][:-4], "W10"):
         refused = await http.get(url, params={"cursor": bad}, headers=headers_)
-        assert_problem(refused, InvalidCursor.status, "invalid-cursor")
+        assert_bad_cursor(refused)
     other_line = line["line_id"].replace(".u", ".202501")
     foreign = await http.get(
         f"/v1/sponsor/statements/2025-05/lines/{other_line}/items",
         params={"cursor": first["next_cursor"]},
         headers=headers_,
     )
-    assert_problem(foreign, InvalidCursor.status, "invalid-cursor")
+    assert_bad_cursor(foreign)
     for missing in (
         other_line,
         "1.2.navigation.3.u",

@@ -4,7 +4,6 @@ exactly once and in the list's order; a cursor the list did not hand out is a pr
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import httpx
@@ -13,7 +12,13 @@ import pytest
 from flowbill.paging import encode_cursor
 from flowbill.settings import Settings
 from tenants.schemas import Role
-from tests.conftest import assert_problem, bearer, make_tenant, walk_pages
+from tests.conftest import (
+    assert_bad_cursor,
+    bearer,
+    distinct,
+    make_tenant,
+    walk_items,
+)
 from tests.iot_cards.factories import (
     Store,
     active_card,
@@ -22,21 +27,6 @@ from tests.iot_cards.factories import (
     use_data,
     wholesale_plan,
 )
-
-
-async def walk(
-    http: httpx.AsyncClient, path: str, key: str, *, limit: int = 2
-) -> list[dict[str, Any]]:
-    """Every item of a list, a few at a time; it must take more than one page."""
-    pages = await walk_pages(http, path, key=key, limit=limit)
-    assert len(pages) > 1, f"{path} fitted in one page of {limit}"
-    return [item for items in pages for item in items]
-
-
-def ids(items: list[dict[str, Any]], field: str) -> list[str]:
-    found = [str(item[field]) for item in items]
-    assert len(found) == len(set(found)), f"an item came twice: {found}"
-    return found
 
 
 async def test_the_merchants_and_holders_lists_page(
@@ -62,27 +52,33 @@ async def test_the_merchants_and_holders_lists_page(
     await sweep(http, operator_key)
     merchant = store.merchant_key
 
-    cards = await walk(http, "/v1/merchant/iot/cards", merchant)
-    assert ids(cards, "iccid") == sorted(c[0] for c in store.cards)
-    plans = await walk(http, "/v1/merchant/iot/plans", merchant)
-    assert ids(plans, "plan_id") == [str(p["plan_id"]) for p in [store.plan, *more_plans]]
+    cards = await walk_items(http, "/v1/merchant/iot/cards", key=merchant)
+    assert distinct(cards, "iccid") == sorted(c[0] for c in store.cards)
+    plans = await walk_items(http, "/v1/merchant/iot/plans", key=merchant)
+    assert distinct(plans, "plan_id") == [str(p["plan_id"]) for p in [store.plan, *more_plans]]
     newest_first = [str(o["order_id"]) for o in reversed(orders)]
-    assert ids(await walk(http, "/v1/merchant/iot/orders", merchant), "order_id") == newest_first
-    invoices = await walk(http, "/v1/merchant/iot/invoices", merchant)
-    assert ids(invoices, "invoice_id")
+    assert (
+        distinct(await walk_items(http, "/v1/merchant/iot/orders", key=merchant), "order_id")
+        == newest_first
+    )
+    invoices = await walk_items(http, "/v1/merchant/iot/invoices", key=merchant)
+    assert distinct(invoices, "invoice_id")
     assert [i["order_id"] for i in invoices] == newest_first
-    buyers = await walk(http, "/v1/merchant/iot/buyers", merchant, limit=1)
-    assert ids(buyers, "buyer_id") == [first_id, second_id]
-    thresholds = await walk(http, "/v1/merchant/iot/thresholds", merchant)
+    buyers = await walk_items(http, "/v1/merchant/iot/buyers", key=merchant, limit=1)
+    assert distinct(buyers, "buyer_id") == [first_id, second_id]
+    thresholds = await walk_items(http, "/v1/merchant/iot/thresholds", key=merchant)
     assert [t["percent"] for t in thresholds] == [50, 80, 90]
-    alerts = await walk(http, "/v1/merchant/iot/usage-alerts", merchant)
+    alerts = await walk_items(http, "/v1/merchant/iot/usage-alerts", key=merchant)
     assert sorted(a["percent"] for a in alerts) == [50, 80, 90]
     assert [a["alert_id"] for a in alerts] == sorted((a["alert_id"] for a in alerts), reverse=True)
 
-    mine = await walk(http, "/v1/iot/cards", first_key)
-    assert ids(mine, "iccid") == sorted(str(o["iccid"]) for o in orders[:3])
-    assert ids(await walk(http, "/v1/iot/orders", first_key), "order_id") == newest_first[1:]
-    holder_invoices = await walk(http, "/v1/iot/invoices", first_key)
+    mine = await walk_items(http, "/v1/iot/cards", key=first_key)
+    assert distinct(mine, "iccid") == sorted(str(o["iccid"]) for o in orders[:3])
+    assert (
+        distinct(await walk_items(http, "/v1/iot/orders", key=first_key), "order_id")
+        == newest_first[1:]
+    )
+    holder_invoices = await walk_items(http, "/v1/iot/invoices", key=first_key)
     assert [i["order_id"] for i in holder_invoices] == newest_first[1:]
 
 
@@ -98,14 +94,16 @@ async def test_the_plan_catalogues_page(
     )
     assert withdrawn.status_code == 200, withdrawn.text
     # Other tests' plans are in these lists too: ours are there once each, in their order.
-    everything = await walk(http, "/v1/operator/iot/plans", operator_key, limit=5)
+    everything = await walk_items(http, "/v1/operator/iot/plans", key=operator_key, limit=5)
     keys = [(datetime.fromisoformat(p["created_at"]), UUID(p["plan_id"])) for p in everything]
     assert keys == sorted(set(keys))
     every_id = [p["plan_id"] for p in everything]
     assert [i for i in every_id if i in {p["plan_id"] for p in made}] == [
         p["plan_id"] for p in made
     ]
-    on_sale = await walk(http, "/v1/merchant/iot/wholesale-plans", store.merchant_key, limit=5)
+    on_sale = await walk_items(
+        http, "/v1/merchant/iot/wholesale-plans", key=store.merchant_key, limit=5
+    )
     assert all(p["active"] for p in on_sale)
     sold = [p["plan_id"] for p in on_sale]
     assert [i for i in sold if i in {p["plan_id"] for p in made}] == [
@@ -140,4 +138,4 @@ async def test_a_cursor_the_list_did_not_hand_out_is_refused(
     other = "iot-cards" if path.endswith("usage-alerts") else "iot-usage-alerts"
     for cursor in ("not-a-cursor", encode_cursor((1,), scope=other)):
         answer = await http.get(path, params={"cursor": cursor}, headers=bearer(key))
-        assert_problem(answer, 422, "invalid-cursor")
+        assert_bad_cursor(answer)

@@ -16,17 +16,12 @@ from flowbill.db import Connection
 from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from flowbill.units import MB
-from tests.conftest import assert_problem, bearer, walk_pages
+from tests.conftest import assert_bad_cursor, bearer, distinct, walk_items
 from tests.wallet.factories import Shop, carrier, driver, funded_driver, idem
 from wallet import reports, service
 
 Item = dict[str, object]
 T0 = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
-
-
-def flat(pages: list[list[Item]]) -> list[Item]:
-    assert len(pages) > 1, "the list should span more than one page"
-    return [item for page in pages for item in page]
 
 
 def in_order(
@@ -37,11 +32,6 @@ def in_order(
     keys = [key(item) for item in items]
     assert len(set(map(repr, keys))) == len(keys), "an item came twice"
     assert keys == sorted(keys, reverse=reverse)  # type: ignore[type-var]
-
-
-def once(items: Sequence[Item], key: str) -> None:
-    ids = [item[key] for item in items]
-    assert len(set(map(str, ids))) == len(ids), "an item came twice"
 
 
 async def everything(http: httpx.AsyncClient, path: str, key: str, **params: str) -> list[Item]:
@@ -59,9 +49,9 @@ async def shared_list(
     """A list other tests add to as well: walked two items a page, it holds what the one-page
     answer holds, each item once, ours among them. (Texts are ordered by the database's
     collation, so the one-page answer is the order to compare with.)"""
-    walked = flat(await walk_pages(http, path, key=key, limit=2))
+    walked = await walk_items(http, path, key=key)
     assert walked == await everything(http, path, key)
-    once(walked, id_field)
+    distinct(walked, id_field)
     assert set(ours) <= {item[id_field] for item in walked}
 
 
@@ -78,11 +68,11 @@ async def test_a_drivers_lots_and_history_page_through(
         campaign = await shop.campaign(bytes_per_action=MB, budget_bytes=MB, validity_days=days)
         assert (await shop.event(campaign, user)).status_code == 200
     key = api_key(wallet)
-    lots = flat(await walk_pages(http, "/v1/wallet/lots", key=key, limit=2))
+    lots = await walk_items(http, "/v1/wallet/lots", key=key)
     assert lots == await everything(http, "/v1/wallet/lots", key)
     assert len(lots) == 5
     in_order(lots, lambda lot: (lot["expires_at"], lot["lot_id"]))
-    history = flat(await walk_pages(http, "/v1/wallet/history", key=key, limit=2))
+    history = await walk_items(http, "/v1/wallet/history", key=key)
     assert history == await everything(http, "/v1/wallet/history", key)
     assert [h["kind"] for h in history] == ["grant"] * 5
     in_order(history, lambda h: h["txn_id"], reverse=True)
@@ -104,7 +94,7 @@ async def test_carriers_and_a_drivers_carrier_orders_page_through(
         assert answer.status_code == 202, answer.text
     key = api_key(wallet)
     # The gateway settles the orders meanwhile: their states may differ between the answers.
-    orders = flat(await walk_pages(http, "/v1/wallet/carrier-orders", key=key, limit=2))
+    orders = await walk_items(http, "/v1/wallet/carrier-orders", key=key)
     every = await everything(http, "/v1/wallet/carrier-orders", key)
     assert [o["order_id"] for o in orders] == [o["order_id"] for o in every]
     assert len(orders) == 3
@@ -140,7 +130,7 @@ async def test_the_catalogue_and_exchange_orders_page_through(
         ("/v1/wallet/exchange-orders", api_key(wallet)),
         ("/v1/merchant/exchange-orders", api_key(shop.merchant)),
     ):
-        orders = flat(await walk_pages(http, path, key=key, limit=2))
+        orders = await walk_items(http, path, key=key)
         every = await everything(http, path, key)
         assert [o["order_id"] for o in orders] == [o["order_id"] for o in every]
         assert [o["item_id"] for o in orders] == [i["item_id"] for i in reversed(items)]
@@ -156,10 +146,10 @@ async def test_a_merchants_campaigns_and_data_use_page_through(
     for user in users:
         assert (await shop.event(campaigns[0], user)).status_code == 200
     key = api_key(shop.merchant)
-    listed = flat(await walk_pages(http, "/v1/merchant/campaigns", key=key, limit=2))
+    listed = await walk_items(http, "/v1/merchant/campaigns", key=key)
     assert [c["campaign_id"] for c in listed] == [c["campaign_id"] for c in campaigns]
     assert listed[0]["users_rewarded"] == 3
-    use = flat(await walk_pages(http, "/v1/merchant/data-use", key=key, limit=2))
+    use = await walk_items(http, "/v1/merchant/data-use", key=key)
     assert use == await everything(http, "/v1/merchant/data-use", key)
     assert sorted(u["user_id"] for u in use) == sorted(users)
     assert {u["granted_bytes"] for u in use} == {10 * MB}
@@ -180,12 +170,9 @@ async def test_prices_and_what_expires_page_through(
     )
     for days in (1, 2, 3):
         await funded_driver(http, settings, mb=1, validity_days=days)
-    days = flat(
-        await walk_pages(
-            http, "/v1/operator/wallet/expiring", key=operator_key, limit=1,
-            params={"within_days": 5},
-        )
-    )  # fmt: skip
+    days = await walk_items(
+        http, "/v1/operator/wallet/expiring", key=operator_key, limit=1, params={"within_days": 5}
+    )
     assert len(days) >= 3
     in_order(days, lambda d: d["day"])
 
@@ -212,8 +199,9 @@ async def test_breakage_pages_through(conn: Connection) -> None:
         pages.append([line.model_dump(mode="json") for line in page.items])
         if (cursor := page.next_cursor) is None:
             break
-    lines = flat(pages)
-    once([{"key": (x["month"], x["funder_kind"], x["funder_id"])} for x in lines], "key")
+    assert len(pages) > 1
+    lines = [line for page in pages for line in page]
+    distinct([{"key": (x["month"], x["funder_kind"], x["funder_id"])} for x in lines], "key")
     assert set(funders) <= {line["funder_id"] for line in lines}
 
 
@@ -248,4 +236,4 @@ async def test_a_cursor_that_is_not_the_lists_own_is_refused(
     separator = "&" if "?" in path else "?"
     for cursor in ("not-a-cursor", "WyJsb3RzIiwxXQ", "W10"):
         answer = await http.get(f"{path}{separator}cursor={cursor}", headers=headers)
-        assert_problem(answer, 422, "invalid-cursor")
+        assert_bad_cursor(answer)

@@ -14,8 +14,14 @@ from psycopg_pool import AsyncConnectionPool
 from flowbill import db
 from flowbill.settings import Settings
 from tenants.schemas import Role
-from tests.api.pages import assert_bad_cursor, assert_each_once_in_order
-from tests.conftest import assert_problem, bearer, make_tenant, walk_pages
+from tests.conftest import (
+    assert_bad_cursor,
+    assert_each_once_in_order,
+    assert_problem,
+    bearer,
+    make_tenant,
+    walk_pages,
+)
 from tests.webhooks.conftest import SCHEDULE, TIMEOUT, Receiver, Reply, emit, msg_id_of, rows
 from webhooks import delivery, signing
 from webhooks.schemas import EVENT_TYPES
