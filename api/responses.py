@@ -1,4 +1,4 @@
-"""Answers that are not JSON: CSV downloads of statements and reports."""
+"""Answers that are not JSON: CSV downloads of statements and reports, PDF invoices."""
 
 from __future__ import annotations
 
@@ -19,3 +19,13 @@ def csv_response(text: str, *, filename: str) -> Response:
         media_type=CSV_MEDIA_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+PDF_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/pdf": {}}, "description": "The document as a PDF."}
+}
+
+
+def pdf_response(pdf: bytes) -> Response:
+    """A PDF document."""
+    return Response(content=pdf, media_type="application/pdf")

@@ -26,6 +26,7 @@ from api.deps import (
     ledger_key,
 )
 from api.params import Cursor, Limit
+from api.responses import PDF_RESPONSES, pdf_response
 from flowbill.db import Connection
 from flowbill.paging import DEFAULT_LIMIT, Page
 from flowbill.periods import Calendar
@@ -306,9 +307,9 @@ async def my_invoice(conn: ConnDep, caller: DriverCaller, invoice_id: UUID) -> I
 @router.get(
     "/invoices/{invoice_id}/pdf",
     response_class=Response,
-    responses={200: {"content": {"application/pdf": {}}}},
+    responses=PDF_RESPONSES,
 )
 async def my_invoice_pdf(conn: ConnDep, caller: DriverCaller, invoice_id: UUID) -> Response:
     """An invoice as a PDF."""
     pdf = await statements.invoice_pdf(conn, invoice_id=invoice_id, buyer_id=caller.tenant_id)
-    return Response(pdf, media_type="application/pdf")
+    return pdf_response(pdf)

@@ -22,6 +22,7 @@ from api.deps import (
 )
 from api.deps import after_response as after
 from api.params import Cursor, Limit
+from api.responses import PDF_RESPONSES, pdf_response
 from flowbill.paging import DEFAULT_LIMIT, Page
 from flowbill.periods import parse_period
 from iot_cards import settlement
@@ -293,12 +294,12 @@ async def invoice(conn: ConnDep, caller: MerchantCaller, invoice_id: UUID) -> In
 @router.get(
     "/invoices/{invoice_id}/pdf",
     response_class=Response,
-    responses={200: {"content": {"application/pdf": {}}}},
+    responses=PDF_RESPONSES,
 )
 async def invoice_pdf(conn: ConnDep, caller: MerchantCaller, invoice_id: UUID) -> Response:
     """An invoice as a PDF."""
     pdf = await statements.invoice_pdf(conn, invoice_id=invoice_id, merchant_id=caller.tenant_id)
-    return Response(pdf, media_type="application/pdf")
+    return pdf_response(pdf)
 
 
 @router.post("/thresholds", status_code=status.HTTP_201_CREATED)
