@@ -174,12 +174,20 @@ def _admit(caller: Caller, roles: tuple[Role, ...]) -> Caller:
     return caller
 
 
+def admitted_roles(dependency: object) -> tuple[Role, ...] | None:
+    """The roles a caller dependency admits, or None for a dependency that is no role check
+    (the route table is read this way by the role sweep of the security tests)."""
+    roles: tuple[Role, ...] | None = getattr(dependency, "admitted_roles", None)
+    return roles
+
+
 def require_role(*roles: Role) -> Callable[[Caller], Coroutine[Any, Any, Caller]]:
     """A dependency that admits only callers of the given roles."""
 
     async def check(caller: CurrentCaller) -> Caller:
         return _admit(caller, roles)
 
+    check.admitted_roles = roles  # type: ignore[attr-defined]
     return check
 
 
@@ -187,6 +195,9 @@ async def _driver_without_transaction(
     caller: Annotated[Caller, Depends(_caller_without_transaction)],
 ) -> Caller:
     return _admit(caller, (Role.DRIVER,))
+
+
+_driver_without_transaction.admitted_roles = (Role.DRIVER,)  # type: ignore[attr-defined]
 
 
 OperatorCaller = Annotated[Caller, Depends(require_role(Role.OPERATOR))]
