@@ -107,9 +107,7 @@ async def sign_in(request: Request, conn: ConnDep, settings: SettingsDep) -> Res
     fields = await pages.form(request)
     next_path = pages.local_path(fields.get("next"))
     try:
-        if not pages.same_origin(request):
-            raise sessions.CsrfMismatch("the form came from another site")
-        sessions.check_csrf(request.cookies.get(sessions.SIGN_IN_CSRF_COOKIE), fields.get("csrf"))
+        pages.check_form(request, fields, csrf=request.cookies.get(sessions.SIGN_IN_CSRF_COOKIE))
         token = await sessions.sign_in_with_key(
             conn, fields.get("api_key", ""), lifetime=pages.session_lifetime(settings),
             now=datetime.now(UTC),
@@ -159,9 +157,7 @@ async def sign_in_with_link(request: Request, conn: ConnDep, settings: SettingsD
     token = fields.get("token", "")
     try:
         # The form's token before the link's: a forged post consumes nothing.
-        if not pages.same_origin(request):
-            raise sessions.CsrfMismatch("the form came from another site")
-        sessions.check_csrf(request.cookies.get(sessions.SIGN_IN_CSRF_COOKIE), fields.get("csrf"))
+        pages.check_form(request, fields, csrf=request.cookies.get(sessions.SIGN_IN_CSRF_COOKIE))
         session_token = await sessions.sign_in_with_link(
             conn, token, lifetime=pages.session_lifetime(settings), now=datetime.now(UTC)
         )
@@ -199,9 +195,7 @@ async def sign_out_everywhere(request: Request, conn: ConnDep, settings: Setting
     if session is None:
         return RedirectResponse("/sign-in", status.HTTP_303_SEE_OTHER)
     try:
-        if not pages.same_origin(request):
-            raise sessions.CsrfMismatch("the form came from another site")
-        sessions.check_csrf(session.csrf_token, fields.get("csrf"))
+        pages.check_form(request, fields, csrf=session.csrf_token)
     except FlowbillError as error:
         return _sign_in_page(request, settings, next_path="/driver", error=error)
     await sessions.sign_out_everywhere(conn, session.tenant_id, now=datetime.now(UTC))
