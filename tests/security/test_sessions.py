@@ -36,6 +36,12 @@ async def browsers(api_url: str) -> AsyncIterator[Browsers]:
             await client.aclose()
 
 
+@pytest.fixture
+async def driver(http: httpx.AsyncClient, settings: Settings) -> tuple[str, dict[str, str]]:
+    """A driver (tenant id, bearer headers) whose wallet holds 10 MB."""
+    return await funded_driver(http, settings, mb=10)
+
+
 def key_id(key: str) -> str:
     return key.split("_")[1]
 
@@ -156,10 +162,11 @@ async def test_disabling_the_tenant_ends_its_sessions_for_good(
 async def test_sign_out_everywhere_ends_every_session_of_the_tenant_and_no_other(
     http: httpx.AsyncClient,
     settings: Settings,
+    driver: tuple[str, dict[str, str]],
     browsers: Browsers,
     committed_conn: psycopg.AsyncConnection,
 ) -> None:
-    tenant_id, headers = await funded_driver(http, settings, mb=10)
+    tenant_id, headers = driver
     other_key = await second_key(http, headers)
     phone, laptop, unused, bystander = browsers
     await sign_in_with_a_link(phone, http, headers)
@@ -184,9 +191,9 @@ async def test_sign_out_everywhere_ends_every_session_of_the_tenant_and_no_other
 
 
 async def test_the_page_button_signs_out_everywhere_with_its_csrf_token_only(
-    http: httpx.AsyncClient, settings: Settings, browsers: Browsers
+    http: httpx.AsyncClient, driver: tuple[str, dict[str, str]], browsers: Browsers
 ) -> None:
-    _, headers = await funded_driver(http, settings, mb=10)
+    _, headers = driver
     here, elsewhere = browsers[:2]
     await sign_in_with_a_link(here, http, headers)
     await sign_in_with_a_link(elsewhere, http, headers)
@@ -214,11 +221,11 @@ async def test_the_page_button_signs_out_everywhere_with_its_csrf_token_only(
 
 async def test_a_get_never_consumes_a_link_and_a_post_uses_it_once(
     http: httpx.AsyncClient,
-    settings: Settings,
+    driver: tuple[str, dict[str, str]],
     browsers: Browsers,
     committed_conn: psycopg.AsyncConnection,
 ) -> None:
-    tenant_id, headers = await funded_driver(http, settings, mb=10)
+    tenant_id, headers = driver
     scanner, browser, replayer = browsers[:3]
     url = await sign_in_link(http, headers)
     path = url.removeprefix(str(scanner.base_url))
@@ -256,13 +263,13 @@ async def test_a_get_never_consumes_a_link_and_a_post_uses_it_once(
 
 async def test_a_link_posted_without_the_pages_csrf_token_is_refused_and_stays_unused(
     http: httpx.AsyncClient,
-    settings: Settings,
+    driver: tuple[str, dict[str, str]],
     browsers: Browsers,
     committed_conn: psycopg.AsyncConnection,
 ) -> None:
     """Login CSRF: an attacker's site posts its own link's token from the victim's browser,
     which holds no sign-in cookie of the attacker's making."""
-    tenant_id, headers = await funded_driver(http, settings, mb=10)
+    tenant_id, headers = driver
     victim = browsers[0]
     url = await sign_in_link(http, headers)
     page = await victim.get(url.removeprefix(str(victim.base_url)))
@@ -292,11 +299,11 @@ async def test_a_link_posted_without_the_pages_csrf_token_is_refused_and_stays_u
 
 async def test_an_expired_link_is_refused_on_its_page_and_when_posted(
     http: httpx.AsyncClient,
-    settings: Settings,
+    driver: tuple[str, dict[str, str]],
     browsers: Browsers,
     committed_conn: psycopg.AsyncConnection,
 ) -> None:
-    tenant_id, headers = await funded_driver(http, settings, mb=10)
+    tenant_id, headers = driver
     browser = browsers[0]
     url = await sign_in_link(http, headers)
     page = await browser.get(url.removeprefix(str(browser.base_url)))
@@ -321,7 +328,7 @@ async def test_an_expired_link_is_refused_on_its_page_and_when_posted(
 
 async def test_a_key_revoked_elsewhere_ends_sessions_at_once_and_api_calls_within_5_s(
     http: httpx.AsyncClient,
-    settings: Settings,
+    driver: tuple[str, dict[str, str]],
     browsers: Browsers,
     committed_conn: psycopg.AsyncConnection,
     monkeypatch: pytest.MonkeyPatch,
@@ -330,7 +337,7 @@ async def test_a_key_revoked_elsewhere_ends_sessions_at_once_and_api_calls_withi
     This process still remembers the key as verified for KEY_CACHE_SECONDS (5 s) for bearer
     calls; sessions, sign-in and sign-in links check the database and have no window."""
     assert tenants.KEY_CACHE_SECONDS == 5.0
-    tenant_id, headers = await funded_driver(http, settings, mb=10)
+    tenant_id, headers = driver
     other_key = await second_key(http, headers)
     session, by_form, unused = browsers[:3]
     await sign_in_with_a_link(session, http, headers)
