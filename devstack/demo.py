@@ -324,7 +324,7 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
           " `make stop` stops them.")  # fmt: skip
     print("sent and stored match, the books balance" if all_match else "MISMATCH: see above")
     link = billing_demo.driver_page_link(api, scenario)
-    print(f"the driver page, signed in as a demo driver: {link}")
+    print(f"the driver page for a demo driver (open, then press Sign in): {link}")
     return 0 if all_match else 1
 
 

@@ -8,6 +8,10 @@ need no database read to know their caller. So a key revoked, or a tenant disabl
 working within KEY_CACHE_SECONDS in every process; in the process that revoked or disabled it,
 usually at once (its entries are dropped then, but a request racing with that transaction may
 still remember the key for KEY_CACHE_SECONDS).
+
+What a key opened besides requests (the driver page's browser sessions) ends with it: the
+layers above register a hook (`when_keys_stop`) that runs in the transaction that revokes the
+key or disables the tenant.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import secrets
 import string
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -98,6 +102,22 @@ class VerifiedKeys:
 
 VERIFIED_KEYS = VerifiedKeys(ttl_seconds=KEY_CACHE_SECONDS, max_entries=KEY_CACHE_ENTRIES)
 
+# hook(conn, tenant_id, key_id): one key was revoked, or (key_id None) the tenant disabled.
+KeysStopped = Callable[[Connection, UUID, str | None], Awaitable[None]]
+_WHEN_KEYS_STOP: list[KeysStopped] = []
+
+
+def when_keys_stop(hook: KeysStopped) -> None:
+    """Have hook run, in the same transaction, whenever a key is revoked or a tenant disabled
+    (how the layers above, which this domain may not import, end what a key opened)."""
+    if hook not in _WHEN_KEYS_STOP:
+        _WHEN_KEYS_STOP.append(hook)
+
+
+async def _keys_stopped(conn: Connection, tenant_id: UUID, key_id: str | None) -> None:
+    for hook in _WHEN_KEYS_STOP:
+        await hook(conn, tenant_id, key_id)
+
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
@@ -154,6 +174,7 @@ async def set_disabled(conn: Connection, tenant_id: UUID, *, disabled: bool) -> 
     if row is None:
         raise TenantNotFound(f"no tenant {tenant_id}")
     if disabled:
+        await _keys_stopped(conn, tenant_id, None)
         VERIFIED_KEYS.forget(tenant_id=tenant_id)
     return TenantPublic.model_validate(row)
 
@@ -175,6 +196,7 @@ async def revoke_key(conn: Connection, *, tenant_id: UUID, key_id: str) -> ApiKe
     row = await repository.revoke_key(conn, tenant_id=tenant_id, key_id=key_id)
     if row is None:
         raise ApiKeyNotFound(f"no key {key_id!r} for this tenant")
+    await _keys_stopped(conn, tenant_id, key_id)
     VERIFIED_KEYS.forget(tenant_id=tenant_id, key_id=key_id)
     return ApiKeyPublic.model_validate(row)
 

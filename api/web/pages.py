@@ -102,3 +102,10 @@ def same_origin(request: Request) -> bool:
     if origin is None or origin == "null":
         return True
     return urlsplit(origin).netloc == request.url.netloc
+
+
+def check_form(request: Request, fields: dict[str, str], *, csrf: str | None) -> None:
+    """Refuse a form sent from another site, or without the CSRF token `csrf` it must carry."""
+    if not same_origin(request):
+        raise sessions.CsrfMismatch("the form came from another site")
+    sessions.check_csrf(csrf, fields.get("csrf"))

@@ -105,6 +105,11 @@ class Page:
                 element.send_keys(value)
         self._navigate(lambda: self.driver.find_element(By.ID, button).click())
 
+    async def sign_in_with_link(self, link: str) -> None:
+        """Open a one-time sign-in link and press its "Sign in" button."""
+        await self.open(link.removeprefix(self.base_url))
+        await self.submit("sign-in")
+
     async def click_link(self, link_id: str) -> None:
         await self.call(self._navigate, lambda: self.driver.find_element(By.ID, link_id).click())
 
@@ -186,6 +191,26 @@ async def sign_in_link(http: httpx.AsyncClient, headers: dict[str, str]) -> str:
     assert made.status_code == 201, made.text
     url: str = made.json()["url"]
     return url
+
+
+async def follow_link(client: httpx.AsyncClient, url: str) -> httpx.Response:
+    """What a browser does with a one-time link: open its page (which consumes nothing), then
+    post its form; returns the answer to the post."""
+    shown = await client.get(url.removeprefix(str(client.base_url).rstrip("/")))
+    assert shown.status_code == 200, shown.text
+    return await client.post(
+        "/sign-in/link",
+        data={"csrf": hidden(shown.text, "csrf"), "token": hidden(shown.text, "token")},
+    )
+
+
+def assert_page_problem(response: httpx.Response, status: int, type_suffix: str) -> None:
+    """A page refused with the API's problem (status and type), shown as HTML."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    found = re.search(r'id="problem"[^>]* data-type="([^"]*)"', response.text)
+    assert found is not None, "the page shows no problem"
+    assert found[1].endswith(f"/{type_suffix}"), found[1]
 
 
 def hidden(html: str, name: str, form_id: str | None = None) -> str:

@@ -16,7 +16,7 @@ from flowbill.units import MB
 from tests.billing.cars import Car, bill
 from tests.wallet.factories import behave, carrier, funded_driver
 from tests.wallet.test_exchange_api import add_item
-from tests.web.conftest import Page, api_key, sign_in_link
+from tests.web.conftest import Page, api_key, follow_link, sign_in_link
 
 
 def mb(data_bytes: int) -> str:
@@ -138,8 +138,7 @@ async def test_redeeming_changes_the_balance(
         http, operator_key, price_bytes=30 * MB, sku="web-redeem", name="Ride-hailing coupon"
     )
     _, headers = await funded_driver(http, settings, mb=100)
-    link = await sign_in_link(http, headers)
-    await page.open(link.removeprefix(page.base_url))
+    await page.sign_in_with_link(await sign_in_link(http, headers))
     assert await assert_wallet_matches_api(page, http, headers) == 100 * MB
 
     await page.submit("redeem", {"redeem-item": str(item["item_id"]), "redeem-quantity": "1"})
@@ -163,8 +162,7 @@ async def test_an_app_is_blocked_once_the_wallet_runs_dry(
     carrier_id = await carrier(http, operator_key)
     await car.send(committed_conn, [car.report({"telematics": MB})])
     await bill(settings)
-    link = await sign_in_link(http, car.driver)
-    await page.open(link.removeprefix(page.base_url))
+    await page.sign_in_with_link(await sign_in_link(http, car.driver))
     assert await page.all(f"#sim-{car.iccid} .not-blocked")
 
     await page.submit(
@@ -187,8 +185,7 @@ async def test_switching_the_language(
     page: Page, http: httpx.AsyncClient, settings: Settings
 ) -> None:
     _, headers = await funded_driver(http, settings, mb=1234)
-    link = await sign_in_link(http, headers)
-    await page.open(link.removeprefix(page.base_url))
+    await page.sign_in_with_link(await sign_in_link(http, headers))
     assert await page.attribute("html", "lang") == "en"
 
     await page.click_link("lang-zh")
@@ -209,8 +206,7 @@ async def test_bad_form_input_shows_the_apis_error(
 ) -> None:
     carrier_id = await carrier(http, operator_key)
     _, headers = await funded_driver(http, settings, mb=100)
-    link = await sign_in_link(http, headers)
-    await page.open(link.removeprefix(page.base_url))
+    await page.sign_in_with_link(await sign_in_link(http, headers))
 
     await page.submit(
         "top-up", {"top-up-carrier": carrier_id, "top-up-package": "10", "top-up-phone": "12345"}
@@ -236,3 +232,28 @@ async def test_bad_form_input_shows_the_apis_error(
     await page.submit("top-up", {"top-up-package": "7", "top-up-phone": "13800138000"})
     assert await page.text("#problem .problem-title") == "该运营商不提供此流量包"
     assert await assert_wallet_matches_api(page, http, headers) == 100 * MB
+
+
+async def test_a_link_signs_in_with_a_press_and_sign_out_everywhere_ends_every_session(
+    page: Page, http: httpx.AsyncClient, settings: Settings, api_url: str
+) -> None:
+    _, headers = await funded_driver(http, settings, mb=10)
+    async with httpx.AsyncClient(base_url=api_url, timeout=10) as other_browser:
+        assert (await follow_link(other_browser, await sign_in_link(http, headers))).is_redirect
+        assert (await other_browser.get("/driver")).status_code == 200
+
+        link = await sign_in_link(http, headers)
+        await page.open(link.removeprefix(page.base_url))
+        assert await name_of(http, headers) in await page.text("#link-account")
+        await page.screenshot("sign-in-link")
+        await page.submit("sign-in")
+        assert await page.text("h1") == EN["title"]
+
+        await page.submit("sign-out-everywhere")
+        assert await page.text("#notice") == EN["signed_out_everywhere"]
+        assert (await other_browser.get("/driver")).status_code == 303
+    await page.open("/driver")
+    assert await page.text("h1") == EN["sign_in_title"]
+    await page.open(link.removeprefix(page.base_url))
+    assert (await page.attribute("#problem", "data-type")).endswith("/sign-in-link-expired")
+    assert not await page.all("#link-sign-in-form")
