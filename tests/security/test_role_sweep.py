@@ -22,7 +22,12 @@ from tenants.schemas import Role
 from tests.conftest import assert_problem, bearer, make_tenant
 
 # Routes that answer any authenticated tenant, or no tenant at all, and why.
-OPEN_TO_EVERY_TENANT = {"/v1/me", "/v1/me/keys", "/v1/me/keys/{key_id}"}
+OPEN_TO_EVERY_TENANT = {
+    "/v1/me",
+    "/v1/me/keys",
+    "/v1/me/keys/{key_id}",
+    "/v1/me/sessions/end-all",
+}
 UNAUTHENTICATED = {
     "/healthz": "liveness, for orchestrators",
     "/readyz": "readiness, for orchestrators",
