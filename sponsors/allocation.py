@@ -97,10 +97,7 @@ class SimView:
     automaker_id: UUID | None
     model: str | None
     fleet: str | None
-    # The driver of the accepted, current link, and since when it pays: usage of windows that
-    # start before the driver accepted is never drawn from the wallet.
     driver_id: UUID | None
-    driver_since: datetime | None = None
 
 
 # Items, shares and remainders are made per usage item (100,000s a second): plain slotted
@@ -381,12 +378,7 @@ def sponsor_shares(
                 if left == 0:
                     break
         if left > 0:
-            driver = None
-            if sim is not None and (
-                sim.driver_since is None or item.window_start >= sim.driver_since
-            ):
-                driver = sim.driver_id
-            add_rest(Remainder(item, category, driver, left))
+            add_rest(Remainder(item, category, sim.driver_id if sim is not None else None, left))
     spend.settle()
     return shares, left_over
 

@@ -3,11 +3,12 @@
 A SIM has at most one owner at a time (an automaker sponsor or an IoT merchant), set by the
 operator only, from a moment on; the history stays. An automaker fits only the SIMs it owns.
 
-Naming a driver on a vehicle invites them; the wallet pays for the vehicle's SIMs only once they
-accept, for usage from that moment on, and never after the link ends (the driver ends it, or the
-automaker names no or another driver). `vehicles.driver_id` holds the accepted driver, kept in
-the same transaction as the link rows: it is what the allocation run and the driver's lists
-read. Services never commit: the caller owns the transaction.
+Naming a driver on a vehicle invites them; the allocation run draws the wallet for the vehicle's
+SIMs only while the link is accepted and current (it reads the link as it is when it allocates,
+not as it was at each item's window): never before the driver accepts, never after the link
+ends (the driver ends it, or the automaker names no or another driver). `vehicles.driver_id`
+holds the accepted driver, kept in the same transaction as the link rows: it is what the
+allocation run and the driver's lists read. Services never commit: the caller owns the transaction.
 """
 
 from __future__ import annotations

@@ -179,16 +179,12 @@ class SimRow:
     model: str
     fleet: str | None
     driver_id: UUID | None
-    driver_since: datetime | None
 
 
+# `vehicles.driver_id` is the driver of the accepted, current link (see `ownership`).
 _SIM = """
-    SELECT s.iccid, s.vin, v.automaker_id, v.model, v.fleet, v.driver_id,
-           d.accepted_at AS driver_since
+    SELECT s.iccid, s.vin, v.automaker_id, v.model, v.fleet, v.driver_id
     FROM vehicle_sims s JOIN vehicles v USING (vin)
-    LEFT JOIN vehicle_drivers d
-      ON d.vin = v.vin AND d.driver_id = v.driver_id AND d.accepted_at IS NOT NULL
-     AND d.ended_at IS NULL
 """
 
 

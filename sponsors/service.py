@@ -194,7 +194,7 @@ async def sims(
 async def sim_views(conn: Connection, iccids: list[str]) -> dict[str, SimView]:
     """What the allocation rules need to know of each SIM (absent: no vehicle)."""
     return {
-        r.iccid: SimView(r.iccid, r.automaker_id, r.model, r.fleet, r.driver_id, r.driver_since)
+        r.iccid: SimView(r.iccid, r.automaker_id, r.model, r.fleet, r.driver_id)
         for r in await repository.sims(conn, iccids)
     }
 
