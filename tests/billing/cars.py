@@ -66,7 +66,10 @@ class Car:
         wallet_mb: int = 0,
         music_cap: int = GB,
         nav_budget: int | None = None,
+        accept: bool = True,
     ) -> Car:
+        """The car, its sponsors and its policies; the driver accepts the vehicle unless
+        `accept` is false (then the driver is only invited)."""
         await catalogue(self.http, operator_key)
         self.automaker_id, key = await make_tenant(self.settings, role=Role.SPONSOR)
         self.automaker = bearer(key)
@@ -84,7 +87,7 @@ class Car:
         await fit_vehicle(
             self.http, operator_key, automaker_id=self.automaker_id, automaker=self.automaker,
             vin=self.vin, iccids=[self.iccid], model="Voyah Free", driver_id=self.driver_id,
-            driver=self.driver,
+            driver=self.driver if accept else None,
         )  # fmt: skip
         for partner in (self.map_vendor_id, self.music_id):
             allowed = await self.http.put(f"/v1/sponsor/partners/{partner}", headers=self.automaker)
