@@ -16,7 +16,7 @@ from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing.cars import Car, bill, new_vin
 from tests.conftest import assert_problem, bearer, make_tenant, new_iccid
-from tests.sponsors.factories import accept, fit_vehicle, own_sims
+from tests.sponsors.factories import fit_vehicle, own_sims
 from tests.wallet.factories import balance_of, funded_driver, idem
 from tests.web.conftest import api_key, hidden
 
@@ -251,10 +251,19 @@ async def test_the_wallet_pays_only_while_the_driver_has_accepted(
     assert await items(http, "/v1/driver/vehicles", car.driver) == []
     async with httpx.AsyncClient(base_url=api_url, timeout=10) as browser:
         await sign_in(browser, car.driver)
-        assert car.iccid not in (await browser.get("/driver")).text
+        page = (await browser.get("/driver")).text
+        assert car.iccid not in page
         assert (await browser.get(f"/driver/sims/{car.iccid}")).status_code == 404
-
-    await accept(http, car.driver, car.vin)
+        # The page offers the invitation; a forged answer is refused, the real one accepts.
+        action = f"/driver/vehicle-invitations/{car.vin}/accept"
+        assert action in page
+        form = {"csrf": hidden(page, "csrf"), "idempotency_key": hidden(page, "idempotency_key")}
+        forged = await browser.post(action, data={**form, "csrf": "x" * 43})
+        assert forged.status_code == 403
+        assert await items(http, "/v1/driver/vehicles", car.driver) == []
+        accepted = await browser.post(action, data=form)
+        assert accepted.status_code == 303, accepted.text
+    assert await items(http, "/v1/driver/vehicle-invitations", car.driver) == []
     await car.send(committed_conn, [car.report({"wifi.hotspot": 20 * MB})])
     await bill(settings)
     assert await car.paid(committed_conn) == {
