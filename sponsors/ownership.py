@@ -58,6 +58,7 @@ async def assign_provisioned(
     A SIM that already has this owner is left as it is; one with another owner is refused:
     that is an ownership change."""
     await _require_owner_role(conn, owner_id)
+    await repository.provisioned(conn, iccids, for_update=True)
     current = await repository.owners_at(conn, iccids, now)
     taken = sorted(i for i, o in current.items() if o is not None and o != owner_id)
     if taken:
@@ -76,7 +77,7 @@ async def change_owner(
     """Give a SIM another owner (or none) from a moment on (default now, never in the past).
     From that moment only the new owner may fit it; a change from now also takes it out of a
     vehicle of another automaker."""
-    if not await repository.provisioned(conn, [iccid]):
+    if not await repository.provisioned(conn, [iccid], for_update=True):
         raise SimNotFound(f"no provisioned SIM {iccid}")
     if body.owner_id is not None:
         await _require_owner_role(conn, body.owner_id)

@@ -14,9 +14,15 @@ from flowbill.db import Connection
 # --- SIM owners ----------------------------------------------------------------------------
 
 
-async def provisioned(conn: Connection, iccids: Sequence[str]) -> list[str]:
+async def provisioned(
+    conn: Connection, iccids: Sequence[str], *, for_update: bool = False
+) -> list[str]:
+    """The provisioned ones of these SIMs; `for_update` locks them in ICCID order, so that two
+    owner changes of a SIM take turns (and never deadlock)."""
     cur = await conn.execute(
-        "SELECT iccid FROM sims WHERE iccid = ANY(%s) ORDER BY iccid", (list(iccids),)
+        "SELECT iccid FROM sims WHERE iccid = ANY(%s) ORDER BY iccid"
+        + (" FOR UPDATE" if for_update else ""),
+        (list(iccids),),
     )
     return [r[0] for r in await cur.fetchall()]
 
