@@ -19,6 +19,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from uuid import UUID
 
 from throwaway_stack import fresh_stack, machine
 
@@ -28,7 +29,9 @@ from devstack import localstack
 from flowbill import db
 from flowbill.settings import Settings
 from flowbill.units import MB
+from ingest import service as metering
 from ingest.repository import StagedReport, store_reports
+from sponsors import ownership
 from sponsors import service as sponsors
 from sponsors.schemas import (
     CatalogueAppUpdate,
@@ -59,6 +62,23 @@ def iccid_for(n: int) -> str:
     return body + iccid_check_digit(body)
 
 
+async def fit(
+    conn: db.Connection,
+    *,
+    automaker: UUID,
+    vin: str,
+    driver_id: UUID,
+    body: VehicleUpdate,
+    at: datetime,
+) -> None:
+    """As the platform does it: the operator provisions the SIMs owned by the automaker, which
+    fits them and names the driver, who accepts (all at `at`)."""
+    await metering.provision_sims(conn, body.iccids, label="bench")
+    await ownership.assign_provisioned(conn, body.iccids, owner_id=automaker, now=at)
+    await sponsors.put_vehicle(conn, automaker_id=automaker, vin=vin, body=body, now=at)
+    await ownership.accept(conn, driver_id=driver_id, vin=vin, now=at)
+
+
 async def fleet(settings: Settings, sims: int) -> datetime:
     """Tenants, catalogue, vehicles and policies; returns when the policies start paying."""
     conn = await db.connect(settings, application_name="flowbill-bench")
@@ -84,10 +104,11 @@ async def fleet(settings: Settings, sims: int) -> datetime:
                     conn, name=f"driver {n}", role=Role.DRIVER, key_label="b"
                 )
                 driver_id = driver.tenant.tenant_id
-                await sponsors.put_vehicle(
-                    conn, automaker_id=automaker, vin=f"LFV{n:014d}",
+                await fit(
+                    conn, automaker=automaker, vin=f"LFV{n:014d}", driver_id=driver_id,
                     body=VehicleUpdate(model="M1" if n % 2 else "M2", driver_id=driver_id,
                                        iccids=[iccid_for(n)]),
+                    at=now,
                 )  # fmt: skip
                 if n % 10 == 0:
                     await wallet.grant(

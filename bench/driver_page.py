@@ -27,7 +27,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
-from allocation_throughput import APPS, allocation_run, iccid_for
+from allocation_throughput import APPS, allocation_run, fit, iccid_for
 from throwaway_stack import fresh_stack, machine
 
 from devstack import localstack
@@ -80,10 +80,12 @@ async def vehicle(settings: Settings, *, since: datetime) -> tuple[str, str]:
             automaker = made["Automaker"]
             for partner in (made["Map vendor"], made["Music provider"]):
                 await sponsors.allow_sponsor(conn, automaker_id=automaker, sponsor_id=partner)
-            await sponsors.put_vehicle(
-                conn, automaker_id=automaker, vin="LFVBENCH000000001",
+            await fit(
+                conn, automaker=automaker, vin="LFVBENCH000000001",
+                driver_id=driver.tenant.tenant_id,
                 body=VehicleUpdate(model="M1", driver_id=driver.tenant.tenant_id,
                                    iccids=[iccid_for(0)]),
+                at=since,
             )  # fmt: skip
             await wallet.fund_pool(
                 conn, key="bench-fund", merchant=str(made["Shop"]), data_bytes=2**40,

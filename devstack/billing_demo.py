@@ -50,7 +50,8 @@ class CarScenario:
 def set_up(
     api: str, operator_key: str, *, vehicle_iccids: list[str], valid_from: datetime
 ) -> CarScenario:
-    """Catalogue, sponsors, vehicles with drivers, policies; some wallets filled."""
+    """Catalogue, sponsors, vehicles (SIMs owned by the automaker, drivers who accepted their
+    invitations), policies; some wallets filled."""
     scenario = CarScenario()
     operator = _auth(operator_key)
     with httpx.Client(base_url=api, timeout=30) as http:
@@ -73,6 +74,9 @@ def set_up(
         for partner in ("AutoNavi Maps", "QQ Music"):
             _ok(http.put(f"/v1/sponsor/partners/{scenario.sponsors[partner][0]}",
                          headers=automaker))  # fmt: skip
+        # The operator gives the fleet's SIMs to the automaker: only then may it fit them.
+        _ok(http.post("/v1/operator/sims", headers=operator,
+                      json={"iccids": vehicle_iccids, "owner_id": automaker_id}))  # fmt: skip
         for n, iccid in enumerate(vehicle_iccids):
             driver_id, driver = tenant("driver", f"Demo car driver {n}")
             scenario.drivers[driver_id] = driver
@@ -82,6 +86,8 @@ def set_up(
                 json={"model": "Free" if n % 3 else "Dreamer", "fleet": None,
                       "driver_id": driver_id, "iccids": [iccid]},
             ))  # fmt: skip
+            # Naming a driver invites them; their wallet pays only once they accept.
+            _ok(http.post(f"/v1/driver/vehicle-invitations/{vin}/accept", headers=driver))
         scenario.vehicles = len(vehicle_iccids)
         scope = {"kind": "automaker", "automaker_id": automaker_id}
         policies = [

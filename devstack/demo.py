@@ -186,6 +186,7 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
           f"{options.minutes} simulated minutes …")  # fmt: skip
     messages = plan_fleet(options)
     vehicles = sorted({m.report.iccid for m in messages if m.report and m.fleet == "vehicle"})
+    # Provisioned without an owner for now: the sponsors' part gives them to the automaker.
     httpx.post(
         f"{api}/v1/operator/sims", json={"iccids": vehicles, "label": "demo fleet"}, headers=auth
     ).raise_for_status()

@@ -68,3 +68,28 @@ class IdempotencyKeyReused(Conflict):
 class NotAnAutomaker(InvalidInput):
     type_ = "not-a-sponsor"
     title = "Not a sponsor"
+
+
+class SimNotOwned(InvalidInput):
+    type_ = "sim-not-owned"
+    title = "SIMs that are not yours"
+
+
+class InvalidSimOwner(InvalidInput):
+    type_ = "invalid-sim-owner"
+    title = "Not a tenant that may own SIMs"
+
+
+class SimOwnedByAnother(Conflict):
+    type_ = "sim-owned-by-another"
+    title = "The SIM has another owner"
+
+
+class SimNotFound(NotFound):
+    type_ = "sim-not-found"
+    title = "SIM not provisioned"
+
+
+class InvitationNotFound(NotFound):
+    type_ = "invitation-not-found"
+    title = "No such invitation"

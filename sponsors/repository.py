@@ -65,12 +65,18 @@ class VehicleRow:
     model: str
     fleet: str | None
     driver_id: UUID | None
+    invited_driver_id: UUID | None
     iccids: list[str]
     updated_at: datetime
 
 
+# `driver_id` is the driver of the accepted, current link; `invited_driver_id` the one whose
+# invitation is pending.
 _VEHICLE = """
     SELECT v.vin, v.automaker_id, v.model, v.fleet, v.driver_id,
+           (SELECT d.driver_id FROM vehicle_drivers d
+             WHERE d.vin = v.vin AND d.accepted_at IS NULL AND d.declined_at IS NULL
+               AND d.ended_at IS NULL) AS invited_driver_id,
            coalesce(array_agg(s.iccid ORDER BY s.iccid) FILTER (WHERE s.iccid IS NOT NULL),
                     '{}') AS iccids,
            v.updated_at
@@ -118,18 +124,17 @@ async def upsert_vehicle(
     automaker_id: UUID,
     model: str,
     fleet: str | None,
-    driver_id: UUID | None,
 ) -> UUID:
-    """Insert or update the vehicle; returns its automaker (which an update never changes)."""
+    """Insert or update the vehicle (locking it); returns its automaker (which an update never
+    changes). The driver is not set here: only an accepted invitation sets it."""
     cur = await conn.execute(
-        """INSERT INTO vehicles AS v (vin, automaker_id, model, fleet, driver_id)
-           VALUES (%s, %s, %s, %s, %s)
+        """INSERT INTO vehicles AS v (vin, automaker_id, model, fleet)
+           VALUES (%s, %s, %s, %s)
            ON CONFLICT (vin) DO UPDATE
-           SET model = excluded.model, fleet = excluded.fleet, driver_id = excluded.driver_id,
-               updated_at = now()
+           SET model = excluded.model, fleet = excluded.fleet, updated_at = now()
            WHERE v.automaker_id = excluded.automaker_id
            RETURNING automaker_id""",
-        (vin, automaker_id, model, fleet, driver_id),
+        (vin, automaker_id, model, fleet),
     )
     row = await cur.fetchone()
     if row is None:
@@ -176,6 +181,7 @@ class SimRow:
     driver_id: UUID | None
 
 
+# `vehicles.driver_id` is the driver of the accepted, current link (see `ownership`).
 _SIM = """
     SELECT s.iccid, s.vin, v.automaker_id, v.model, v.fleet, v.driver_id
     FROM vehicle_sims s JOIN vehicles v USING (vin)
@@ -209,8 +215,8 @@ async def sims_in_scope(
 ) -> list[str]:
     """The fitted SIMs a scope covers (all of the automaker's when nothing narrows it)."""
     cur = await conn.execute(
-        _SIM.replace("s.iccid, s.vin, v.automaker_id, v.model, v.fleet, v.driver_id", "s.iccid")
-        + """ WHERE v.automaker_id = %(a)s
+        """SELECT s.iccid FROM vehicle_sims s JOIN vehicles v USING (vin)
+           WHERE v.automaker_id = %(a)s
               AND (%(model)s::text IS NULL OR v.model = %(model)s)
               AND (%(fleet)s::text IS NULL OR v.fleet = %(fleet)s)
               AND (cardinality(%(iccids)s::text[]) = 0 OR s.iccid = ANY(%(iccids)s))""",

@@ -10,6 +10,8 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from ingest.schemas import SimProvision
+
 MAX_BYTES = 2**50
 
 AppId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")]
@@ -75,9 +77,16 @@ class CatalogueApp(_FromRow):
 class VehicleUpdate(_Command):
     model: Label
     fleet: Label | None = None
-    driver_id: UUID | None = Field(default=None, description="The driver tenant who owns it.")
+    driver_id: UUID | None = Field(
+        default=None,
+        description="The driver tenant who owns it: invited, and paying from the wallet only once"
+        " they accept. Naming no or another driver ends the current link (the car was sold).",
+    )
     iccids: list[Iccid] = Field(
-        default_factory=list, max_length=8, description="The SIMs fitted to the vehicle."
+        default_factory=list,
+        max_length=8,
+        description="The SIMs fitted to the vehicle: each must be yours (the operator assigns"
+        " SIMs to their owners).",
     )
 
 
@@ -86,7 +95,10 @@ class VehiclePublic(_FromRow):
     automaker_id: UUID
     model: str
     fleet: str | None
-    driver_id: UUID | None
+    driver_id: UUID | None = Field(description="The driver who accepted the vehicle, if any.")
+    invited_driver_id: UUID | None = Field(
+        default=None, description="The driver invited who has not answered yet, if any."
+    )
     iccids: list[str]
     updated_at: datetime
 
@@ -97,6 +109,37 @@ class SimPublic(_FromRow):
     model: str
     fleet: str | None
     driver_id: UUID | None
+
+
+class VehicleInvitation(_FromRow):
+    vin: str
+    automaker_id: UUID = Field(description="The automaker who named you as its driver.")
+    model: str
+    invited_at: datetime
+
+
+class SimProvisionOwned(SimProvision):
+    owner_id: UUID | None = Field(
+        default=None,
+        description="The owner of these SIMs: an automaker (sponsor) or an IoT merchant. A SIM"
+        " without an owner can be metered but not fitted to a vehicle.",
+    )
+
+
+class SimOwnerChange(_Command):
+    owner_id: UUID | None = Field(
+        description="The new owner: an automaker (sponsor) or an IoT merchant; null releases it."
+    )
+    effective_from: AwareDatetime | None = Field(
+        default=None, description="From when (default now; never in the past)."
+    )
+
+
+class SimOwnerPublic(_FromRow):
+    iccid: str
+    effective_from: datetime
+    owner_id: UUID | None
+    set_at: datetime
 
 
 class PartnerPublic(_FromRow):

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
@@ -19,7 +19,7 @@ from flowbill import paging
 from flowbill.db import Connection
 from flowbill.paging import Page
 from ingest.protocol import is_valid_iccid
-from sponsors import repository
+from sponsors import ownership, repository
 from sponsors.allocation import Budget, PolicyBook, Scope, SimView, Spend, Terms
 from sponsors.errors import (
     AppNotFound,
@@ -103,10 +103,17 @@ async def _require_role(conn: Connection, tenant_id: UUID, role: Role) -> bool:
 
 
 async def put_vehicle(
-    conn: Connection, *, automaker_id: UUID, vin: str, body: VehicleUpdate
+    conn: Connection,
+    *,
+    automaker_id: UUID,
+    vin: str,
+    body: VehicleUpdate,
+    now: datetime | None = None,
 ) -> tuple[VehiclePublic, list[str]]:
-    """Register or update one of the automaker's vehicles and the SIMs fitted to it; returns
-    the vehicle and the SIMs whose vehicle (and so whose coverage) changed."""
+    """Register or update one of the automaker's vehicles and the SIMs fitted to it (each
+    must be the automaker's); a driver named is invited (see `ownership`). Returns the vehicle
+    and the SIMs whose vehicle (and so whose coverage) changed."""
+    now = now or datetime.now(UTC)
     bad = [i for i in body.iccids if not is_valid_iccid(i)]
     if bad:
         raise InvalidIccid("ICCIDs with a wrong check digit: " + ", ".join(bad), iccids=bad)
@@ -114,10 +121,10 @@ async def put_vehicle(
         raise InvalidIccid("an ICCID is listed twice")
     if body.driver_id is not None and not await _require_role(conn, body.driver_id, Role.DRIVER):
         raise InvalidDriver(f"{body.driver_id} is not an active driver")
+    await ownership.require_owned(conn, body.iccids, automaker_id, now=now)
     owner = await repository.upsert_vehicle(
-        conn, vin=vin, automaker_id=automaker_id, model=body.model, fleet=body.fleet,
-        driver_id=body.driver_id,
-    )  # fmt: skip
+        conn, vin=vin, automaker_id=automaker_id, model=body.model, fleet=body.fleet
+    )
     if owner != automaker_id:
         raise VehicleOfAnotherAutomaker(f"the VIN {vin} is registered by another automaker")
     elsewhere = await repository.sims_fitted_elsewhere(conn, vin, body.iccids)
@@ -126,6 +133,7 @@ async def put_vehicle(
             "SIMs fitted to another vehicle: " + ", ".join(elsewhere), iccids=elsewhere
         )
     changed = await repository.fit_sims(conn, vin, body.iccids)
+    await ownership.name_driver(conn, vin=vin, driver_id=body.driver_id, now=now)
     found = await repository.vehicle(conn, vin)
     assert found is not None
     return VehiclePublic.model_validate(found), sorted(set(changed) | set(found.iccids))
@@ -152,7 +160,7 @@ async def vehicles(
 
 
 async def vehicles_of_driver(conn: Connection, driver_id: UUID) -> list[VehiclePublic]:
-    """Every vehicle a driver owns (a driver owns a few)."""
+    """Every vehicle a driver accepted (a driver has a few)."""
     return [
         VehiclePublic.model_validate(r)
         for r in await repository.vehicles_of_driver(conn, driver_id)
@@ -162,7 +170,7 @@ async def vehicles_of_driver(conn: Connection, driver_id: UUID) -> list[VehicleP
 async def driver_vehicles(
     conn: Connection, *, driver_id: UUID, limit: int, cursor: str | None
 ) -> Page[VehiclePublic]:
-    """The vehicles a driver owns, by VIN, a page at a time."""
+    """The vehicles a driver accepted, by VIN, a page at a time."""
     (after,) = paging.decode_cursor(cursor, (str,), scope="driver-vehicles") if cursor else (None,)
     rows = await repository.vehicles_of_driver(conn, driver_id, after=after, limit=limit + 1)
     return paging.page(
@@ -234,7 +242,9 @@ def _digest(body: PolicyCreate) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
-async def _check_terms(conn: Connection, sponsor_id: UUID, spec: TermsSpec) -> None:
+async def _check_terms(
+    conn: Connection, sponsor_id: UUID, spec: TermsSpec, *, now: datetime
+) -> None:
     scope = spec.scope
     if scope.automaker_id != sponsor_id and not await repository.is_partner(
         conn, automaker_id=scope.automaker_id, sponsor_id=sponsor_id
@@ -261,10 +271,12 @@ async def _check_terms(conn: Connection, sponsor_id: UUID, spec: TermsSpec) -> N
                 iccids=scope.iccids,
             )
         )  # fmt: skip
-        outside = sorted(set(scope.iccids) - fitted)
+        owned = await ownership.owned_by(conn, scope.iccids, scope.automaker_id, now=now)
+        outside = sorted(set(scope.iccids) - (fitted & owned))
         if outside:
             raise SimsOutsideScope(
-                "SIMs not fitted to the automaker's vehicles: " + ", ".join(outside[:20]),
+                "SIMs not owned by the automaker and fitted to its vehicles: "
+                + ", ".join(outside[:20]),
                 iccids=outside[:100],
             )
 
@@ -348,7 +360,7 @@ async def create_policy(
             f"a policy may start no earlier than {open_since.isoformat()}, the start of the"
             " earliest billing month still open"
         )
-    await _check_terms(conn, sponsor_id, body)
+    await _check_terms(conn, sponsor_id, body, now=now)
     row, created = await repository.insert_policy(
         conn, sponsor_id=sponsor_id, name=body.name, budget_bytes=body.budget_bytes,
         budget_minor=body.budget_minor, currency=body.currency, key=key, digest=digest,
@@ -380,7 +392,7 @@ async def change_terms(
     if effective < now - _CLOCK_SKEW:
         raise EffectiveInThePast("`effective_from` must not be in the past")
     effective = max(effective, now)
-    await _check_terms(conn, sponsor_id, body)
+    await _check_terms(conn, sponsor_id, body, now=now)
     history = await repository.terms_of(conn, [policy_id])
     paused = next((t.paused for t in reversed(history) if t.effective_from <= effective), False)
     spec = body

@@ -25,6 +25,7 @@ from tests.conftest import (
     new_iccid,
     walk_pages,
 )
+from tests.sponsors.factories import fit_vehicle
 
 VIN_ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 
@@ -34,16 +35,19 @@ def new_vin() -> str:
 
 
 async def put_vehicle(
-    http: httpx.AsyncClient, automaker: str, *, driver_id: str | None = None
+    http: httpx.AsyncClient,
+    operator_key: str,
+    automaker: tuple[str, str],
+    *,
+    driver: tuple[str, str] | None = None,
 ) -> tuple[str, str]:
-    """A new vehicle of the automaker with one SIM; returns (VIN, ICCID)."""
+    """A new vehicle of the automaker (id, key) with one SIM it owns, accepted by the driver
+    (id, key) if given; returns (VIN, ICCID)."""
     vin, iccid = new_vin(), new_iccid()
-    fitted = await http.put(
-        f"/v1/sponsor/vehicles/{vin}",
-        json={"model": "Aion Y", "driver_id": driver_id, "iccids": [iccid]},
-        headers=bearer(automaker),
-    )
-    assert fitted.status_code == 200, fitted.text
+    await fit_vehicle(
+        http, operator_key, automaker_id=automaker[0], automaker=bearer(automaker[1]), vin=vin,
+        iccids=[iccid], driver_id=driver and driver[0], driver=driver and bearer(driver[1]),
+    )  # fmt: skip
     return vin, iccid
 
 
@@ -69,10 +73,12 @@ async def test_the_catalogue_pages_for_operators_and_sponsors(
 
 
 async def test_vehicles_sims_partners_and_policies_page(
-    http: httpx.AsyncClient, settings: Settings
+    http: httpx.AsyncClient, settings: Settings, operator_key: str
 ) -> None:
     automaker_id, automaker = await make_tenant(settings, role=Role.SPONSOR)
-    fitted = sorted([await put_vehicle(http, automaker) for _ in range(5)])
+    fitted = sorted(
+        [await put_vehicle(http, operator_key, (automaker_id, automaker)) for _ in range(5)]
+    )
     pages = await walk_pages(http, "/v1/sponsor/vehicles", key=automaker, limit=2)
     assert [len(page) for page in pages] == [2, 2, 1]
     assert_each_once_in_order(pages, key=itemgetter("vin"), expected=[v for v, _ in fitted])
@@ -134,12 +140,14 @@ async def test_vehicles_sims_partners_and_policies_page(
 
 
 async def test_a_driver_pages_through_their_vehicles(
-    http: httpx.AsyncClient, settings: Settings
+    http: httpx.AsyncClient, settings: Settings, operator_key: str
 ) -> None:
-    _, automaker = await make_tenant(settings, role=Role.SPONSOR)
+    maker = await make_tenant(settings, role=Role.SPONSOR)
     driver_id, driver = await make_tenant(settings, role=Role.DRIVER)
-    owned = sorted([await put_vehicle(http, automaker, driver_id=driver_id) for _ in range(3)])
-    await put_vehicle(http, automaker)  # someone else's
+    owned = sorted(
+        [await put_vehicle(http, operator_key, maker, driver=(driver_id, driver)) for _ in range(3)]
+    )
+    await put_vehicle(http, operator_key, maker)  # someone else's
     pages = await walk_pages(http, "/v1/driver/vehicles", key=driver, limit=2)
     assert [[v["vehicle"]["vin"] for v in page] for page in pages] == [
         [owned[0][0], owned[1][0]], [owned[2][0]],

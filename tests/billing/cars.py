@@ -19,6 +19,7 @@ from ingest import mqtt_session
 from ingest.protocol import AppUsage, UsageReport, encode_report
 from tenants.schemas import Role
 from tests.conftest import bearer, make_tenant, new_iccid, wait_for
+from tests.sponsors.factories import fit_vehicle
 from tests.wallet.factories import funded_driver, idem
 
 GB = 1024 * MB
@@ -65,7 +66,10 @@ class Car:
         wallet_mb: int = 0,
         music_cap: int = GB,
         nav_budget: int | None = None,
+        accept: bool = True,
     ) -> Car:
+        """The car, its sponsors and its policies; the driver accepts the vehicle unless
+        `accept` is false (then the driver is only invited)."""
         await catalogue(self.http, operator_key)
         self.automaker_id, key = await make_tenant(self.settings, role=Role.SPONSOR)
         self.automaker = bearer(key)
@@ -80,13 +84,11 @@ class Car:
         else:
             self.driver_id, key = await make_tenant(self.settings, role=Role.DRIVER)
             self.driver = bearer(key)
-        fitted = await self.http.put(
-            f"/v1/sponsor/vehicles/{self.vin}",
-            json={"model": "Voyah Free", "fleet": None, "driver_id": self.driver_id,
-                  "iccids": [self.iccid]},
-            headers=self.automaker,
+        await fit_vehicle(
+            self.http, operator_key, automaker_id=self.automaker_id, automaker=self.automaker,
+            vin=self.vin, iccids=[self.iccid], model="Voyah Free", driver_id=self.driver_id,
+            driver=self.driver if accept else None,
         )  # fmt: skip
-        assert fitted.status_code == 200, fitted.text
         for partner in (self.map_vendor_id, self.music_id):
             allowed = await self.http.put(f"/v1/sponsor/partners/{partner}", headers=self.automaker)
             assert allowed.status_code == 204, allowed.text

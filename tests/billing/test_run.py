@@ -377,13 +377,13 @@ async def test_sponsors_never_see_each_others_policies_vehicles_or_sims(
         headers={**b.map_vendor, "Idempotency-Key": "steal-1"},
     )  # fmt: skip
     assert_problem(stolen, 403, "scope-not-allowed")
-    # Nor fit A's SIM to its own vehicle.
+    # Nor fit A's SIM to its own vehicle: it is not B's.
     taken = await http.put(
         f"/v1/sponsor/vehicles/{b.vin}",
         json={"model": "X", "iccids": [a.iccid]},
         headers=b.automaker,
     )
-    assert_problem(taken, 409, "sim-fitted-elsewhere")
+    assert_problem(taken, 422, "sim-not-owned")
     as_driver = await http.get("/v1/sponsor/policies", headers=a.driver)
     assert_problem(as_driver, 403, "role-not-allowed")
 

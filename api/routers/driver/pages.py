@@ -38,7 +38,9 @@ from flowbill.paging import MAX_LIMIT
 from flowbill.periods import Calendar, next_month, parse_period
 from flowbill.settings import Settings
 from flowbill.units import MB
+from sponsors import ownership
 from sponsors import service as sponsors
+from sponsors.schemas import Vin
 from tenants.service import Caller
 from wallet import exchange, reports, withdrawals
 from wallet.schemas import ExchangeOrderRequest, TopUpRequest
@@ -152,6 +154,7 @@ async def _page(
         "previous_month": _previous(month),
         "next_month": next_month(month) if next_month(month) <= calendar.period_of(now) else None,
         "vehicles": vehicles,
+        "invitations": await ownership.pending_invitations(conn, session.tenant_id),
         "only": only,
         "balance": await reports.balance(conn, user=user, now=now),
         # The page shows the first page of each list: the newest history lines, and lots,
@@ -347,6 +350,28 @@ async def redeem(
             what="exchange order",
         )
     return RedirectResponse(f"/driver?redeemed={order.order_id}", status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/vehicle-invitations/{vin}/{answer}")
+async def answer_invitation(
+    started: pages.Started,
+    request: Request,
+    conn: ConnDep,
+    settings: SettingsDep,
+    vin: Annotated[Vin, Path()],
+    answer: Annotated[str, Path(pattern="^(accept|decline)$")],
+) -> Response:
+    session, fields = await _posted(request, conn)
+    if session is None:
+        return pages.to_sign_in(request)
+    try:
+        _check_form(request, session, fields)
+        act = ownership.accept if answer == "accept" else ownership.decline
+        async with conn.transaction():
+            await act(conn, driver_id=session.tenant_id, vin=vin, now=datetime.now(UTC))
+    except FlowbillError as error:
+        return await _refused(request, conn, settings, session, started, error, fields)
+    return RedirectResponse("/driver", status.HTTP_303_SEE_OTHER)
 
 
 async def _refused(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -19,10 +19,11 @@ from ingest.schemas import (
     HourlyUsagePublic,
     Iccid,
     RejectPublic,
-    SimProvision,
     SimProvisioned,
     UnprovisionedSimPublic,
 )
+from sponsors import ownership
+from sponsors.schemas import SimOwnerChange, SimOwnerPublic, SimProvisionOwned
 from tenants import service as tenants
 from tenants.schemas import (
     ApiKeyCreate,
@@ -107,10 +108,40 @@ async def revoke_tenant_key(
 
 
 @router.post("/sims", status_code=status.HTTP_200_OK)
-async def provision_sims(conn: ConnDep, _: OperatorCaller, body: SimProvision) -> SimProvisioned:
-    """Provision SIMs by ICCID. Usage they reported before provisioning is kept."""
+async def provision_sims(
+    conn: ConnDep, _: OperatorCaller, body: SimProvisionOwned
+) -> SimProvisioned:
+    """Provision SIMs by ICCID, owned by `owner_id` (an automaker or an IoT merchant; only
+    the owner may fit them). A SIM already owned by another tenant is refused (409): change
+    its owner instead. Usage they reported before provisioning is kept."""
     created = await metering.provision_sims(conn, body.iccids, label=body.label)
+    if body.owner_id is not None:
+        await ownership.assign_provisioned(
+            conn, body.iccids, owner_id=body.owner_id, now=datetime.now(UTC)
+        )
     return SimProvisioned(requested=len(set(body.iccids)), newly_provisioned=created)
+
+
+@router.post("/sims/{iccid}/owner")
+async def change_sim_owner(
+    conn: ConnDep, _: OperatorCaller, iccid: IccidPath, body: SimOwnerChange
+) -> SimOwnerPublic:
+    """Give a SIM another owner (or none) from `effective_from` on (default now, never in the
+    past); the history stays. A change from now takes the SIM out of another automaker's
+    vehicle."""
+    return await ownership.change_owner(conn, iccid=iccid, body=body, now=datetime.now(UTC))
+
+
+@router.get("/sims/{iccid}/owners")
+async def sim_owners(
+    conn: ConnDep,
+    _: OperatorCaller,
+    iccid: IccidPath,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[SimOwnerPublic]:
+    """A SIM's owners over time, oldest first."""
+    return await ownership.owner_history(conn, iccid=iccid, limit=limit, cursor=cursor)
 
 
 @router.get("/sims/unprovisioned")
