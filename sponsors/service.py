@@ -19,7 +19,7 @@ from flowbill import paging
 from flowbill.db import Connection
 from flowbill.paging import Page
 from ingest.protocol import is_valid_iccid
-from sponsors import repository
+from sponsors import price_floors, repository
 from sponsors.allocation import Budget, PolicyBook, Scope, SimView, Spend, Terms
 from sponsors.errors import (
     AppNotFound,
@@ -234,8 +234,11 @@ def _digest(body: PolicyCreate) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
-async def _check_terms(conn: Connection, sponsor_id: UUID, spec: TermsSpec) -> None:
+async def _check_terms(
+    conn: Connection, sponsor_id: UUID, spec: TermsSpec, *, currency: str, at: datetime
+) -> None:
     scope = spec.scope
+    paid_for = {c.value for c in spec.categories}
     if scope.automaker_id != sponsor_id and not await repository.is_partner(
         conn, automaker_id=scope.automaker_id, sponsor_id=sponsor_id
     ):
@@ -251,6 +254,7 @@ async def _check_terms(conn: Connection, sponsor_id: UUID, spec: TermsSpec) -> N
                 + ", ".join(unknown),
                 apps=unknown,
             )
+        paid_for.update(known[a] for a in spec.apps)
     if scope.kind == ScopeKind.SIMS:
         bad = [i for i in scope.iccids if not is_valid_iccid(i)]
         if bad:
@@ -267,6 +271,10 @@ async def _check_terms(conn: Connection, sponsor_id: UUID, spec: TermsSpec) -> N
                 "SIMs not fitted to the automaker's vehicles: " + ", ".join(outside[:20]),
                 iccids=outside[:100],
             )
+    await price_floors.require_floor(
+        conn, sponsor_id=sponsor_id, categories=paid_for, currency=currency,
+        unit_price=spec.unit_price, at=at,
+    )  # fmt: skip
 
 
 def _terms_row(
@@ -348,7 +356,7 @@ async def create_policy(
             f"a policy may start no earlier than {open_since.isoformat()}, the start of the"
             " earliest billing month still open"
         )
-    await _check_terms(conn, sponsor_id, body)
+    await _check_terms(conn, sponsor_id, body, currency=body.currency, at=now)
     row, created = await repository.insert_policy(
         conn, sponsor_id=sponsor_id, name=body.name, budget_bytes=body.budget_bytes,
         budget_minor=body.budget_minor, currency=body.currency, key=key, digest=digest,
@@ -380,7 +388,7 @@ async def change_terms(
     if effective < now - _CLOCK_SKEW:
         raise EffectiveInThePast("`effective_from` must not be in the past")
     effective = max(effective, now)
-    await _check_terms(conn, sponsor_id, body)
+    await _check_terms(conn, sponsor_id, body, currency=row.currency, at=effective)
     history = await repository.terms_of(conn, [policy_id])
     paused = next((t.paused for t in reversed(history) if t.effective_from <= effective), False)
     spec = body

@@ -136,8 +136,10 @@ async def create_policy(
     Policies take in priority order (lower first), each up to its per-SIM monthly cap and
     its budget; what no policy pays is the user's. `valid_from` may lie in the past back to
     the start of the earliest billing month still open: usage of that time that is not yet
-    allocated is then the policy's. A repeat of the Idempotency-Key returns the policy it
-    created (200)."""
+    allocated is then the policy's. The unit price is at least the operator's floor for
+    every category it pays for (its `categories` and its `apps`' categories) in its currency,
+    else `price-below-floor` names the floor. A repeat of the Idempotency-Key returns the
+    policy it created (200)."""
     now = datetime.now(UTC)
     open_since = earliest_open(now, calendar.zone, calendar.closing_days)
     found, created = await sponsors.create_policy(
@@ -171,7 +173,8 @@ async def change_terms(
     conn: ConnDep, caller: SponsorCaller, policy_id: int, body: TermsChange
 ) -> PolicyPublic:
     """New terms from `effective_from` (default now, never in the past). Usage before that
-    stays allocated as it was; usage from then on follows the new terms."""
+    stays allocated as it was; usage from then on follows the new terms. Their unit price is
+    at least the operator's floor in force when they start (`price-below-floor`)."""
     return await sponsors.change_terms(
         conn, sponsor_id=caller.tenant_id, policy_id=policy_id, body=body, now=datetime.now(UTC)
     )
