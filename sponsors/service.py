@@ -234,9 +234,8 @@ def _digest(body: PolicyCreate) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
-async def _check_terms(
-    conn: Connection, sponsor_id: UUID, spec: TermsSpec, *, currency: str, at: datetime
-) -> None:
+async def _check_terms(conn: Connection, sponsor_id: UUID, spec: TermsSpec) -> set[str]:
+    """Check what the terms name; returns the categories they pay for (the rate card's)."""
     scope = spec.scope
     paid_for = {c.value for c in spec.categories}
     if scope.automaker_id != sponsor_id and not await repository.is_partner(
@@ -271,10 +270,7 @@ async def _check_terms(
                 "SIMs not fitted to the automaker's vehicles: " + ", ".join(outside[:20]),
                 iccids=outside[:100],
             )
-    await price_floors.require_floor(
-        conn, sponsor_id=sponsor_id, categories=paid_for, currency=currency,
-        unit_price=spec.unit_price, at=at,
-    )  # fmt: skip
+    return paid_for
 
 
 def _terms_row(
@@ -356,7 +352,7 @@ async def create_policy(
             f"a policy may start no earlier than {open_since.isoformat()}, the start of the"
             " earliest billing month still open"
         )
-    await _check_terms(conn, sponsor_id, body, currency=body.currency, at=now)
+    paid_for = await _check_terms(conn, sponsor_id, body)
     row, created = await repository.insert_policy(
         conn, sponsor_id=sponsor_id, name=body.name, budget_bytes=body.budget_bytes,
         budget_minor=body.budget_minor, currency=body.currency, key=key, digest=digest,
@@ -365,6 +361,12 @@ async def create_policy(
         if row.create_digest != digest:
             raise IdempotencyKeyReused(f"the key {key!r} created another policy")
         return await _public_policy(conn, row, now=now), False
+    # After the replay check, so a repeat answers what it created even if the floor rose since
+    # (the caller's transaction is rolled back on a refusal: nothing is kept under the key).
+    await price_floors.require_floor(
+        conn, sponsor_id=sponsor_id, categories=paid_for, currency=body.currency,
+        unit_price=body.unit_price, at=now,
+    )  # fmt: skip
     start = min(body.valid_from or now, now)
     await repository.insert_terms(conn, _terms_row(row.policy_id, body, effective_from=start))
     return await _public_policy(conn, row, now=now), True
@@ -388,7 +390,10 @@ async def change_terms(
     if effective < now - _CLOCK_SKEW:
         raise EffectiveInThePast("`effective_from` must not be in the past")
     effective = max(effective, now)
-    await _check_terms(conn, sponsor_id, body, currency=row.currency, at=effective)
+    await price_floors.require_floor(
+        conn, sponsor_id=sponsor_id, categories=await _check_terms(conn, sponsor_id, body),
+        currency=row.currency, unit_price=body.unit_price, at=effective,
+    )  # fmt: skip
     history = await repository.terms_of(conn, [policy_id])
     paused = next((t.paused for t in reversed(history) if t.effective_from <= effective), False)
     spec = body

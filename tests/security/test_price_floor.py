@@ -276,3 +276,19 @@ async def test_setting_floors_checks_its_input_and_repeats_change_nothing(
     assert [f["floor_id"] for f in await floors(http, operator_key, currency=currency)] == [
         first["floor_id"], raised["floor_id"],
     ]  # fmt: skip
+
+
+async def test_a_repeated_create_answers_its_policy_even_after_the_floor_rose(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str
+) -> None:
+    sponsor_id, sponsor = await a_sponsor(settings)
+    body, key = policy(sponsor_id, "0.02"), secrets.token_hex(8)
+    first = await create(http, sponsor, body, key)
+    assert first.status_code == 201, first.text
+    await set_floor(http, operator_key, f"CNY/ota/sponsors/{sponsor_id}", "0.05")
+    again = await create(http, sponsor, body, key)
+    assert again.status_code == 200, again.text
+    assert again.json()["policy_id"] == first.json()["policy_id"]
+    another = await create(http, sponsor, body)
+    assert_problem(another, 422, "price-below-floor")
+    assert len(await policies_of(http, sponsor)) == 1
