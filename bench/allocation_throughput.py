@@ -31,7 +31,7 @@ from flowbill.settings import Settings
 from flowbill.units import MB
 from ingest import service as metering
 from ingest.repository import StagedReport, store_reports
-from sponsors import ownership
+from sponsors import catalogue, ownership
 from sponsors import service as sponsors
 from sponsors.schemas import (
     CatalogueAppUpdate,
@@ -91,7 +91,7 @@ async def fleet(settings: Settings, sims: int) -> datetime:
                 created = await tenants.create_tenant(conn, name=name, role=role, key_label="b")
                 made[name] = created.tenant.tenant_id
             for app, category in APPS.items():
-                await sponsors.set_app(conn, app=app, body=CatalogueAppUpdate(category=category))
+                await catalogue.set_app(conn, app=app, body=CatalogueAppUpdate(category=category))
             automaker = made["automaker"]
             for partner in (made["map vendor"], made["music provider"]):
                 await sponsors.allow_sponsor(conn, automaker_id=automaker, sponsor_id=partner)

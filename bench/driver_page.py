@@ -35,6 +35,7 @@ from flowbill import db
 from flowbill.periods import month_of, month_start
 from flowbill.settings import Settings
 from flowbill.units import MB
+from sponsors import catalogue
 from sponsors import service as sponsors
 from sponsors.schemas import (
     CatalogueAppUpdate,
@@ -76,7 +77,7 @@ async def vehicle(settings: Settings, *, since: datetime) -> tuple[str, str]:
                 conn, name="Bench driver", role=Role.DRIVER, key_label="b"
             )
             for app, category in APPS.items():
-                await sponsors.set_app(conn, app=app, body=CatalogueAppUpdate(category=category))
+                await catalogue.set_app(conn, app=app, body=CatalogueAppUpdate(category=category))
             automaker = made["Automaker"]
             for partner in (made["Map vendor"], made["Music provider"]):
                 await sponsors.allow_sponsor(conn, automaker_id=automaker, sponsor_id=partner)

@@ -93,3 +93,23 @@ class SimNotFound(NotFound):
 class InvitationNotFound(NotFound):
     type_ = "invitation-not-found"
     title = "No such invitation"
+
+
+class PriceBelowFloor(InvalidInput):
+    type_ = "price-below-floor"
+    title = "The unit price is below the operator's floor"
+
+
+class NoPriceFloor(InvalidInput):
+    type_ = "no-price-floor"
+    title = "The rate card has no floor for this currency"
+
+
+class PriceFloorNotFound(NotFound):
+    type_ = "price-floor-not-found"
+    title = "No such price floor"
+
+
+class PriceFloorClash(Conflict):
+    type_ = "price-floor-clash"
+    title = "A floor of this line already starts at that moment"

@@ -271,3 +271,28 @@ class SimCapUse(_FromRow):
 class AlertThresholds(_Command):
     cap_percents: list[Percent] = Field(default=[80, 100], max_length=10)
     budget_percents: list[Percent] = Field(default=[50, 80, 100], max_length=10)
+
+
+# --- The rate card (operator) ----------------------------------------------------------------
+
+
+class PriceFloorSet(_Command):
+    min_unit_price: UnitPrice = Field(
+        description='The least price per MB (1,048,576 bytes) a policy may pay, e.g. "0.01".'
+    )
+    effective_from: AwareDatetime | None = Field(
+        default=None,
+        description="When it applies to new policies and terms; default now; never in the past.",
+    )
+
+
+class PriceFloorPublic(_FromRow):
+    floor_id: int
+    currency: str
+    category: Category
+    sponsor_id: UUID | None = Field(description="One sponsor's floor; null: every sponsor's.")
+    min_unit_price: Decimal | None = Field(
+        description="Price per MB; null: the sponsor's own floor ended, the category's applies."
+    )
+    effective_from: datetime
+    created_at: datetime

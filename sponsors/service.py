@@ -1,4 +1,5 @@
-"""Sponsors: the app catalogue, vehicles and their SIMs, partnerships and policies.
+"""Sponsors: vehicles and their SIMs, partnerships and policies (the app catalogue is
+`sponsors.catalogue`).
 
 A policy's terms are versioned in time: a change adds terms from a moment that is not in the
 past, so what was allocated under the old terms stays as it was. Pausing and resuming are
@@ -19,10 +20,10 @@ from flowbill import paging
 from flowbill.db import Connection
 from flowbill.paging import Page
 from ingest.protocol import is_valid_iccid
-from sponsors import ownership, repository
+from sponsors import ownership, price_floors, repository
 from sponsors.allocation import Budget, PolicyBook, Scope, SimView, Spend, Terms
+from sponsors.catalogue import categories
 from sponsors.errors import (
-    AppNotFound,
     EffectiveInThePast,
     IdempotencyKeyReused,
     InvalidDriver,
@@ -38,8 +39,6 @@ from sponsors.errors import (
 )
 from sponsors.schemas import (
     AlertThresholds,
-    CatalogueApp,
-    CatalogueAppUpdate,
     PartnerPublic,
     PolicyCreate,
     PolicyPublic,
@@ -59,37 +58,6 @@ from tenants.schemas import Role
 
 # A change "from now" sent by a client whose clock is a little behind is still "now".
 _CLOCK_SKEW = timedelta(seconds=5)
-
-# --- Catalogue ---------------------------------------------------------------------------------
-
-
-async def set_app(conn: Connection, *, app: str, body: CatalogueAppUpdate) -> CatalogueApp:
-    """Add an app to the catalogue or change its category."""
-    return CatalogueApp.model_validate(
-        await repository.upsert_app(conn, app=app, category=body.category.value, name=body.name)
-    )
-
-
-async def catalogue(conn: Connection, *, limit: int, cursor: str | None) -> Page[CatalogueApp]:
-    """The apps the catalogue knows, by app id, a page at a time; others are unclassified."""
-    (after,) = paging.decode_cursor(cursor, (str,), scope="catalogue") if cursor else (None,)
-    rows = await repository.catalogue(conn, after=after, limit=limit + 1)
-    return paging.page(
-        [CatalogueApp.model_validate(r) for r in rows],
-        limit=limit, key=lambda a: (a.app,), scope="catalogue",
-    )  # fmt: skip
-
-
-async def remove_app(conn: Connection, app: str) -> None:
-    """Forget an app: from now on its traffic is unclassified (the user's)."""
-    if not await repository.delete_app(conn, app):
-        raise AppNotFound(f"the catalogue has no app {app!r}")
-
-
-async def categories(conn: Connection) -> dict[str, str]:
-    """App id → category, for the allocation run."""
-    return {r.app: r.category for r in await repository.catalogue(conn)}
-
 
 # --- Vehicles and SIMs -------------------------------------------------------------------------
 
@@ -244,8 +212,10 @@ def _digest(body: PolicyCreate) -> bytes:
 
 async def _check_terms(
     conn: Connection, sponsor_id: UUID, spec: TermsSpec, *, now: datetime
-) -> None:
+) -> set[str]:
+    """Check what the terms name; returns the categories they pay for (the rate card's)."""
     scope = spec.scope
+    paid_for = {c.value for c in spec.categories}
     if scope.automaker_id != sponsor_id and not await repository.is_partner(
         conn, automaker_id=scope.automaker_id, sponsor_id=sponsor_id
     ):
@@ -261,6 +231,7 @@ async def _check_terms(
                 + ", ".join(unknown),
                 apps=unknown,
             )
+        paid_for.update(known[a] for a in spec.apps)
     if scope.kind == ScopeKind.SIMS:
         bad = [i for i in scope.iccids if not is_valid_iccid(i)]
         if bad:
@@ -279,6 +250,7 @@ async def _check_terms(
                 + ", ".join(outside[:20]),
                 iccids=outside[:100],
             )
+    return paid_for
 
 
 def _terms_row(
@@ -360,7 +332,7 @@ async def create_policy(
             f"a policy may start no earlier than {open_since.isoformat()}, the start of the"
             " earliest billing month still open"
         )
-    await _check_terms(conn, sponsor_id, body, now=now)
+    paid_for = await _check_terms(conn, sponsor_id, body, now=now)
     row, created = await repository.insert_policy(
         conn, sponsor_id=sponsor_id, name=body.name, budget_bytes=body.budget_bytes,
         budget_minor=body.budget_minor, currency=body.currency, key=key, digest=digest,
@@ -369,6 +341,12 @@ async def create_policy(
         if row.create_digest != digest:
             raise IdempotencyKeyReused(f"the key {key!r} created another policy")
         return await _public_policy(conn, row, now=now), False
+    # After the replay check, so a repeat answers what it created even if the floor rose since
+    # (the caller's transaction is rolled back on a refusal: nothing is kept under the key).
+    await price_floors.require_floor(
+        conn, sponsor_id=sponsor_id, categories=paid_for, currency=body.currency,
+        unit_price=body.unit_price, at=now,
+    )  # fmt: skip
     start = min(body.valid_from or now, now)
     await repository.insert_terms(conn, _terms_row(row.policy_id, body, effective_from=start))
     return await _public_policy(conn, row, now=now), True
@@ -392,7 +370,10 @@ async def change_terms(
     if effective < now - _CLOCK_SKEW:
         raise EffectiveInThePast("`effective_from` must not be in the past")
     effective = max(effective, now)
-    await _check_terms(conn, sponsor_id, body, now=now)
+    await price_floors.require_floor(
+        conn, sponsor_id=sponsor_id, categories=await _check_terms(conn, sponsor_id, body, now=now),
+        currency=row.currency, unit_price=body.unit_price, at=effective,
+    )  # fmt: skip
     history = await repository.terms_of(conn, [policy_id])
     paused = next((t.paused for t in reversed(history) if t.effective_from <= effective), False)
     spec = body
@@ -565,11 +546,6 @@ async def record_alerts(
 async def spend_of(conn: Connection, policy_ids: list[int]) -> dict[int, tuple[int, Decimal]]:
     """(bytes, exact money) each policy has taken, without locking."""
     return await repository.policy_spend(conn, policy_ids)
-
-
-async def catalogue_apps(conn: Connection) -> list[tuple[str, str]]:
-    """(app, category) of every catalogued app."""
-    return [(r.app, r.category) for r in await repository.catalogue(conn)]
 
 
 async def fitted_sims(conn: Connection, *, after: str | None, limit: int) -> list[str]:

@@ -30,6 +30,7 @@ from flowbill import metrics
 from flowbill.db import Connection
 from flowbill.periods import Calendar
 from flowbill.settings import Settings
+from sponsors import catalogue
 from sponsors import service as sponsors
 from sponsors.allocation import (
     Budget,
@@ -223,7 +224,7 @@ class AllocationRun:
         booking = Booking(self.calendar, now)
         booked, periods = _booked(rows, booking)
         adjustments = sum(b[1] for b in booked)
-        categories = await sponsors.categories(conn)
+        categories = await catalogue.categories(conn)
         book, budgets = await self.policy_book(conn)
         spend = await self._spend(conn, book, budgets, sims, periods)
         before = Spend(

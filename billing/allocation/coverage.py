@@ -20,6 +20,7 @@ from flowbill import metrics
 from flowbill.db import Connection
 from flowbill.periods import Calendar
 from iot_cards.service import cards as iot_cards
+from sponsors import catalogue
 from sponsors import service as sponsors
 from sponsors.allocation import Budget, PolicyBook, Spend, coverage
 from wallet import reports as wallet_reports
@@ -51,7 +52,7 @@ async def compute(
     states = await _cards(conn, [i for i in iccids if i not in sims])
     if not sims:
         return states
-    apps = await sponsors.catalogue_apps(conn)
+    apps = await catalogue.catalogue_apps(conn)
     period = calendar.period_of(now)
     automakers = {s.automaker_id for s in sims.values()}
     policy_ids = sorted(

@@ -166,11 +166,23 @@ async def history_by_key(conn: Connection, command_key: str) -> HistoryRow | Non
         return await cur.fetchone()
 
 
-async def history_of(conn: Connection, iccid: str) -> list[HistoryRow]:
+async def history_of(
+    conn: Connection, iccid: str, *, this_holding: bool = False
+) -> list[HistoryRow]:
+    """The card's history; with `this_holding`, only from its last sale on (what its
+    present holder did and saw, nothing of those before)."""
     async with conn.cursor(row_factory=class_row(HistoryRow)) as cur:
         await cur.execute(
-            f"SELECT {HISTORY_COLUMNS} FROM iot_card_history WHERE iccid = %s ORDER BY history_id",
-            (iccid,),
+            f"""
+            SELECT {HISTORY_COLUMNS} FROM iot_card_history
+            WHERE iccid = %(iccid)s
+              AND (NOT %(this_holding)s OR history_id >= coalesce((
+                  SELECT max(history_id) FROM iot_card_history
+                  WHERE iccid = %(iccid)s AND command = 'sell' AND status = 'applied'
+              ), 0))
+            ORDER BY history_id
+            """,
+            {"iccid": iccid, "this_holding": this_holding},
         )
         return await cur.fetchall()
 

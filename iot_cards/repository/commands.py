@@ -51,3 +51,41 @@ async def settle_scheduled(
         """,
         (status, from_state, to_state, applied_at, reason, history_id),
     )
+
+
+async def cancel_scheduled(
+    conn: Connection, iccid: str, *, from_state: str, at: datetime, reason: str
+) -> list[int]:
+    """Settle every command still scheduled for the card as skipped, with the reason; returns
+    their history ids."""
+    cur = await conn.execute(
+        """
+        UPDATE iot_card_history SET status = 'skipped', from_state = %s, applied_at = %s,
+            reason = %s
+        WHERE history_id IN (
+            -- A sweep applying one of them now holds it: the sweep judges it after this
+            -- commits, and finds the card changed hands (`changed_hands_after`).
+            SELECT history_id FROM iot_card_history
+            WHERE iccid = %s AND status = 'scheduled' FOR UPDATE SKIP LOCKED
+        )
+        RETURNING history_id
+        """,
+        (from_state, at, reason, iccid),
+    )
+    return [int(row[0]) for row in await cur.fetchall()]
+
+
+async def changed_hands_after(conn: Connection, iccid: str, history_id: int) -> bool:
+    """Whether the card was sold or released after this history entry was recorded."""
+    cur = await conn.execute(
+        """
+        SELECT EXISTS (
+            SELECT FROM iot_card_history
+            WHERE iccid = %s AND history_id > %s AND status = 'applied'
+              AND command IN ('sell', 'release')
+        )
+        """,
+        (iccid, history_id),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])

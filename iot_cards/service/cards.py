@@ -14,6 +14,7 @@ from iot_cards.errors import CardNotFound, IdempotencyKeyReused, TransitionNotAl
 from iot_cards.lifecycle import Actor, Command, State, can, target
 from iot_cards.lifecycle import allowed as lifecycle_allowed
 from iot_cards.repository import cards as repository
+from iot_cards.repository import commands as scheduled
 from iot_cards.repository import verification as verifications
 from iot_cards.repository.cards import CardRow
 from iot_cards.schemas import CardDetail, CardPublic, HistoryEntry, VerificationPublic
@@ -22,6 +23,23 @@ from iot_cards.schemas import CardDetail, CardPublic, HistoryEntry, Verification
 QUOTA_EXHAUSTED = "quota_exhausted"
 IMEI_MISMATCH = "imei_mismatch"
 CARDS_SCOPE = "iot-cards"
+
+
+# Commands given for later belong to the holding they were given in: a card that changes
+# hands (released, sold again) or ends drops them, so a former holder's scheduled suspend
+# never reaches the next holder.
+ENDS_HOLDING = (Command.SELL, Command.RELEASE, Command.TERMINATE)
+
+
+async def cancel_scheduled(
+    conn: Connection, iccid: str, *, from_state: State, command: Command, now: datetime
+) -> list[int]:
+    """Cancel the card's scheduled commands (kept in its history as skipped, with why)."""
+    done = {Command.SELL: "sold", Command.RELEASE: "released", Command.TERMINATE: "terminated"}
+    return await scheduled.cancel_scheduled(
+        conn, iccid, from_state=from_state.value, at=now,
+        reason=f"cancelled: the card was {done.get(command, command.value)}",
+    )  # fmt: skip
 
 
 def allowed_commands(card: CardRow, actor: Actor) -> list[str]:
@@ -57,18 +75,22 @@ async def card_detail(
     merchant_id: UUID | None = None,
     holder_id: UUID | None = None,
 ) -> CardDetail:
-    """A card with its history, its verification and the commands its viewer may give."""
+    """A card with its history, its verification and the commands its viewer may give. A
+    holder sees only its own holding: the history from the card's sale to it on, and its own
+    verification."""
     card = await find_card(conn, iccid, merchant_id=merchant_id, holder_id=holder_id)
     verification = None
     if card.verification_id is not None:
         row = await verifications.get_verification(conn, card.verification_id)
-        verification = None if row is None else VerificationPublic.model_validate(row)
+        if row is not None and holder_id in (None, row.holder_id):
+            verification = VerificationPublic.model_validate(row)
     actor = Actor.MERCHANT if merchant_id is not None else Actor.HOLDER
+    history = await repository.history_of(conn, iccid, this_holding=actor is Actor.HOLDER)
     return CardDetail(
         **CardPublic.model_validate(card).model_dump(),
         allowed_commands=allowed_commands(card, actor),
         verification=verification,
-        history=[HistoryEntry.model_validate(h) for h in await repository.history_of(conn, iccid)],
+        history=[HistoryEntry.model_validate(h) for h in history],
     )
 
 
@@ -129,6 +151,8 @@ async def transition(
     elif state is State.SUSPENDED:
         changes["suspended_by"] = None
     await repository.update_card(conn, card.iccid, state=to.value, state_changed_at=now, **changes)
+    if command in ENDS_HOLDING:
+        await cancel_scheduled(conn, card.iccid, from_state=state, command=command, now=now)
     await repository.insert_history(
         conn,
         iccid=card.iccid,

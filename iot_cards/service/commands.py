@@ -89,17 +89,26 @@ async def apply_scheduled(conn: Connection, *, now: datetime, limit: int = 500) 
     """Apply the scheduled commands that are due; returns (applied, skipped). A command no
     longer allowed when due is kept in the history as skipped, with the reason."""
     applied = skipped = 0
+    cancelled: set[int] = set()
     for entry in await repository.due_scheduled(conn, now=now, limit=limit):
+        if entry.history_id in cancelled:
+            skipped += 1
+            continue
         card = await card_rows.get_card(conn, entry.iccid, lock=True)
         assert card is not None
         command_ = Command(entry.command)
         actor = Actor(entry.actor)
         state = State(card.state)
-        if not can(command_, state, actor) or (
+        why = None
+        if await repository.changed_hands_after(conn, entry.iccid, entry.history_id):
+            why = "cancelled: the card changed hands after it was given"
+        elif not can(command_, state, actor) or (
             command_ is Command.RESUME
             and actor is Actor.HOLDER
             and card.suspended_by == Actor.MERCHANT.value
         ):
+            why = f"not allowed when due: the card was {state.value}"
+        if why is not None:
             await repository.settle_scheduled(
                 conn,
                 entry.history_id,
@@ -107,7 +116,7 @@ async def apply_scheduled(conn: Connection, *, now: datetime, limit: int = 500) 
                 from_state=state.value,
                 to_state=None,
                 applied_at=now,
-                reason=f"not allowed when due: the card was {state.value}",
+                reason=why,
             )
             skipped += 1
             continue
@@ -130,5 +139,10 @@ async def apply_scheduled(conn: Connection, *, now: datetime, limit: int = 500) 
         )
         if command_ is Command.TERMINATE:
             await verification.give_back_slot(conn, card)
+            cancelled.update(
+                await cards.cancel_scheduled(
+                    conn, card.iccid, from_state=state, command=command_, now=now
+                )
+            )
         applied += 1
     return applied, skipped

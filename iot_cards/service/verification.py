@@ -116,6 +116,6 @@ async def verification_of(conn: Connection, *, iccid: str, holder_id: UUID) -> V
     row = None
     if card.verification_id is not None:
         row = await repository.get_verification(conn, card.verification_id)
-    if row is None:
+    if row is None or row.holder_id != holder_id:
         raise CardNotFound(f"card {iccid} has no verification yet")
     return VerificationPublic.model_validate(row)

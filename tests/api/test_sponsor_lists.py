@@ -192,3 +192,33 @@ async def test_tariffs_page_oldest_first(
             "/v1/operator/tariffs", params={"cursor": "e30"}, headers=bearer(operator_key)
         )
     )
+
+
+async def test_price_floors_page_in_the_order_they_were_set(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str
+) -> None:
+    sponsor_id, _ = await make_tenant(settings, role=Role.SPONSOR)
+    path = f"/v1/operator/price-floors/CNY/{{}}/sponsors/{sponsor_id}"
+    made = []
+    for category, price in [("music", "0.05"), ("fm", "0.04"), ("video", "0.03"), ("ota", "1")]:
+        put = await http.put(
+            path.format(category), json={"min_unit_price": price}, headers=bearer(operator_key)
+        )
+        assert put.status_code == 200, put.text
+        made.append(put.json()["floor_id"])
+    mine = await walk_pages(
+        http, "/v1/operator/price-floors", key=operator_key, limit=3,
+        params={"sponsor_id": sponsor_id},
+    )  # fmt: skip
+    assert [f["floor_id"] for page in mine for f in page] == made
+    every = await walk_pages(http, "/v1/operator/price-floors", key=operator_key, limit=5)
+    assert_each_once_in_order(every, key=itemgetter("floor_id"), expected=made)
+    # The seeded rate card comes first: every category at 0.001 CNY per MB.
+    seeded = [f for f in every[0] + every[1] + every[2] if f["sponsor_id"] is None][:11]
+    assert {(f["currency"], f["min_unit_price"]) for f in seeded} == {("CNY", "0.001000")}
+    assert len({f["category"] for f in seeded}) == 11
+    assert_bad_cursor(
+        await http.get(
+            "/v1/operator/price-floors", params={"cursor": "e30"}, headers=bearer(operator_key)
+        )
+    )

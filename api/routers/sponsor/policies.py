@@ -15,6 +15,7 @@ from billing.allocation import coverage
 from flowbill.errors import NotFound
 from flowbill.paging import DEFAULT_LIMIT, Page
 from flowbill.periods import earliest_open, parse_period
+from sponsors import catalogue as app_catalogue
 from sponsors import service as sponsors
 from sponsors.schemas import (
     AlertThresholds,
@@ -42,7 +43,7 @@ async def catalogue(
 ) -> Page[CatalogueApp]:
     """The apps the platform knows, with their categories, by app id. Traffic of any other
     app id is unclassified: it is the user's, and no policy can pay for it."""
-    return await sponsors.catalogue(conn, limit=limit, cursor=cursor)
+    return await app_catalogue.catalogue(conn, limit=limit, cursor=cursor)
 
 
 # --- Vehicles and SIMs (automakers) ----------------------------------------------------------
@@ -136,8 +137,10 @@ async def create_policy(
     Policies take in priority order (lower first), each up to its per-SIM monthly cap and
     its budget; what no policy pays is the user's. `valid_from` may lie in the past back to
     the start of the earliest billing month still open: usage of that time that is not yet
-    allocated is then the policy's. A repeat of the Idempotency-Key returns the policy it
-    created (200)."""
+    allocated is then the policy's. The unit price is at least the operator's floor for
+    every category it pays for (its `categories` and its `apps`' categories) in its currency,
+    else `price-below-floor` names the floor. A repeat of the Idempotency-Key returns the
+    policy it created (200)."""
     now = datetime.now(UTC)
     open_since = earliest_open(now, calendar.zone, calendar.closing_days)
     found, created = await sponsors.create_policy(
@@ -171,7 +174,8 @@ async def change_terms(
     conn: ConnDep, caller: SponsorCaller, policy_id: int, body: TermsChange
 ) -> PolicyPublic:
     """New terms from `effective_from` (default now, never in the past). Usage before that
-    stays allocated as it was; usage from then on follows the new terms."""
+    stays allocated as it was; usage from then on follows the new terms. Their unit price is
+    at least the operator's floor in force when they start (`price-below-floor`)."""
     return await sponsors.change_terms(
         conn, sponsor_id=caller.tenant_id, policy_id=policy_id, body=body, now=datetime.now(UTC)
     )
