@@ -335,6 +335,12 @@ class Draw:
     memo: dict[str, object]
 
 
+async def lock_wallets(conn: Connection, *, users: Sequence[str]) -> None:
+    """Hold the users' wallets until the caller's transaction ends: every spend, refund, grant
+    and expiry of them waits, so balances read now are still there to draw at the end."""
+    await repository.lock_wallets(conn, users)
+
+
 async def spend_many(
     conn: Connection,
     draws: Sequence[Draw],
@@ -456,9 +462,12 @@ async def expire_lots(conn: Connection, *, now: datetime, limit: int = 1000) -> 
     """Move what is left in expired lots to breakage; returns how many lots expired.
 
     Idempotent: each lot expires once (its key names it), and a lot already swept has
-    nothing left. Concurrent sweeps skip each other's lots.
+    nothing left. Concurrent sweeps skip each other's lots. The lots' wallets are locked
+    first, in account order, as every other debit locks them: a sweep and an allocation
+    batch holding many wallets can wait for each other but never deadlock.
     """
-    lots = await repository.expired_lots(conn, now=now, limit=limit)
+    wallets = await repository.lock_wallets_with_expired_lots(conn, now=now, limit=limit)
+    lots = await repository.expired_lots(conn, now=now, limit=limit, wallets=wallets)
     if not lots:
         return 0
     breakage = await _account(conn, AccountKind.BREAKAGE, PLATFORM, DATA)

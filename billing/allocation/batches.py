@@ -5,7 +5,8 @@ transaction still running is final, so a cursor over transaction ids never skips
 that commits late, and a batch is a whole number of ingest transactions. One batch is one
 transaction of ours: allocation rows, the policies' spend (drawn down once per batch, not per
 row), the wallets' draws and the cursor commit together or not at all, so a rerun, a crash
-or a second runner changes nothing.
+or a second runner changes nothing. The batch's drivers' wallets are locked before their
+balances are read, so spending elsewhere waits for the batch rather than failing it.
 """
 
 from __future__ import annotations
@@ -236,6 +237,10 @@ class AllocationRun:
         # Every driver of the batch's SIMs: what is left of an item after its sponsors is
         # only known chunk by chunk.
         drivers = sorted({str(s.driver_id) for s in sims.values() if s.driver_id is not None})
+        # Locked before their balances are read, so a redemption, return or expiry sweep
+        # meanwhile waits for this batch instead of leaving the draw short (and the batch to
+        # roll back): see docs/security.md, "Allocation under concurrent spending".
+        await wallet.lock_wallets(conn, users=drivers)
         balances = await wallet_reports.spendable(conn, users=drivers, now=now)
         wallets = {UUID(d): b for d, b in balances.items() if b > 0}
         start_wallets = dict(wallets)

@@ -114,7 +114,8 @@ class Biller:
                 psycopg.errors.DeadlockDetected,
                 psycopg.errors.SerializationFailure,
             ) as exc:
-                # A wallet spent elsewhere between our read and our draw: read again.
+                # Should not happen (the batch holds its drivers' wallets from its read to its
+                # draw), but a lost race is never worth more than a rollback and a fresh read.
                 log.warning(
                     "allocation batch retried", extra={"attempt": attempt, "error": str(exc)}
                 )

@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from billing.allocation import batches
+from billing.allocation import batches, worker
 from flowbill.settings import Settings
 from flowbill.units import MB
 from tests.billing.cars import GB, Car, bill
@@ -233,6 +233,44 @@ async def test_a_batch_that_fails_midway_leaves_nothing_and_the_next_run_allocat
     }
     assert await rows_of(committed_conn, car.iccid) == 6
     assert await balance_of(http, car.driver) == 0
+
+
+async def test_a_restart_after_failed_batches_publishes_only_coverage_that_changed(
+    http: httpx.AsyncClient,
+    settings: Settings,
+    operator_key: str,
+    committed_conn: psycopg.AsyncConnection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Five failed batches stop `flowbill bill`; the restart recomputes every SIM's coverage
+    but publishes only the states that differ from what devices already hold."""
+    car = await Car(http, settings).open(operator_key, wallet_mb=100)
+    await bill(settings)
+    before = await car.coverage()
+    await car.send(committed_conn, [car.report({"wifi.hotspot": 10 * MB})])
+    published: list[str] = []
+    real_publish = worker.CoveragePublisher.publish
+
+    async def counted(publisher: worker.CoveragePublisher, topic: str, payload: bytes) -> None:
+        published.append(topic)
+        await real_publish(publisher, topic, payload)
+
+    monkeypatch.setattr(worker.CoveragePublisher, "publish", counted)
+    real_allocate = batches.allocate
+
+    def loses_a_race(*args: object, **kwargs: object) -> list[object]:
+        raise psycopg.errors.SerializationFailure("lost a race")
+
+    monkeypatch.setattr(batches, "allocate", loses_a_race)
+    with pytest.raises(RuntimeError, match="five times"):
+        await bill(settings)
+    monkeypatch.setattr(batches, "allocate", real_allocate)
+    await bill(settings)
+
+    assert await car.paid(committed_conn) == {("wallet", car.driver_id): 10 * MB}
+    # The wallet still holds data: nothing about this SIM changed, nothing was sent again.
+    assert f"flowbill/v1/sims/{car.iccid}/coverage" not in published
+    assert await car.coverage() == before
 
 
 async def test_a_policy_changed_mid_month_applies_from_its_moment_and_never_rewrites(

@@ -157,6 +157,17 @@ async def wallets_of(conn: Connection, owners: Sequence[str]) -> dict[str, int]:
     return {str(owner): int(account) for owner, account in await cur.fetchall()}
 
 
+async def lock_wallets(conn: Connection, owners: Sequence[str]) -> None:
+    """Lock the data wallets of many users, in account order (the order `take_from_wallets`
+    and `post_legs` lock in: no deadlocks); users without a wallet are left out."""
+    await conn.execute(
+        """SELECT account_id FROM ledger_accounts
+           WHERE kind = 'user_wallet' AND asset = 'data' AND owner = ANY(%s)
+           ORDER BY account_id FOR UPDATE""",
+        (list(owners),),
+    )
+
+
 async def take_from_wallets(
     conn: Connection,
     takes: Sequence[tuple[int, int, int]],
@@ -275,14 +286,34 @@ async def lots_by_id(conn: Connection, lot_ids: Sequence[int]) -> dict[int, LotR
         return {lot.lot_id: lot for lot in await cur.fetchall()}
 
 
-async def expired_lots(conn: Connection, *, now: datetime, limit: int) -> list[LotRow]:
-    """Expired lots with data left; rows another sweep holds are skipped."""
+async def lock_wallets_with_expired_lots(
+    conn: Connection, *, now: datetime, limit: int
+) -> list[int]:
+    """Lock, in account order, the wallets holding the first `limit` expired lots with data
+    left, and return them. A lot is locked only under its wallet's lock (as wallet_take and
+    refunds do), so a sweep never waits for a wallet while holding a lot someone else needs."""
+    cur = await conn.execute(
+        """
+        SELECT account_id FROM ledger_accounts
+        WHERE account_id IN (SELECT account_id FROM wallet_lots
+                             WHERE remaining > 0 AND expires_at <= %s ORDER BY lot_id LIMIT %s)
+        ORDER BY account_id FOR UPDATE
+        """,
+        (now, limit),
+    )
+    return [int(account) for (account,) in await cur.fetchall()]
+
+
+async def expired_lots(
+    conn: Connection, *, now: datetime, limit: int, wallets: Sequence[int]
+) -> list[LotRow]:
+    """The wallets' expired lots with data left; rows another sweep holds are skipped."""
     async with conn.cursor(row_factory=class_row(LotRow)) as cur:
         await cur.execute(
             f"""SELECT {_LOT_COLUMNS} FROM wallet_lots
-                WHERE remaining > 0 AND expires_at <= %s
+                WHERE remaining > 0 AND expires_at <= %s AND account_id = ANY(%s)
                 ORDER BY lot_id LIMIT %s FOR UPDATE SKIP LOCKED""",
-            (now, limit),
+            (now, list(wallets), limit),
         )
         return await cur.fetchall()
 
