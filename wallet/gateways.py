@@ -26,10 +26,22 @@ from urllib.parse import quote
 import httpx
 
 from flowbill import metrics
+from flowbill.settings import CallbackParty
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "Flowbill-Gateway-Signature"
+
+# Which party sends each kind of callback, so which secret signs it: a callback verified with
+# one party's secret can only settle that party's kind of request.
+CALLBACK_PARTY: Mapping[str, CallbackParty] = {
+    "top_up": "carrier",
+    "transfer": "carrier",
+    "payment": "payment",
+    "refund": "payment",
+    "fulfilment": "fulfilment",
+    "identity_check": "identity",
+}
 
 
 class Outcome(enum.StrEnum):
@@ -379,9 +391,15 @@ def sign_callback(secret: str, body: bytes, *, now: float) -> str:
 
 
 def verify_callback(
-    secret: str, body: bytes, header: str | None, *, now: float, tolerance_seconds: int = 300
+    secrets: tuple[str, ...],
+    body: bytes,
+    header: str | None,
+    *,
+    now: float,
+    tolerance_seconds: int = 300,
 ) -> bool:
-    """Whether a callback was signed with `secret` over this exact body, recently enough.
+    """Whether a callback was signed with one of `secrets` (one party's current and previous
+    secret) over this exact body, recently enough.
 
     The timestamp is signed too, so an old callback cannot be replayed with a fresh one.
     """
@@ -397,9 +415,12 @@ def verify_callback(
             signatures.append(value)
     if timestamp is None or not signatures or abs(now - timestamp) > tolerance_seconds:
         return False
-    expected = _mac(secret, timestamp, body)
     # Every candidate is compared, so the time taken does not reveal which one matched.
-    matches = [hmac.compare_digest(expected.encode(), given.encode()) for given in signatures]
+    matches = [
+        hmac.compare_digest(_mac(secret, timestamp, body).encode(), given.encode())
+        for secret in secrets
+        for given in signatures
+    ]
     return any(matches)
 
 

@@ -9,11 +9,12 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
 
+from flowbill.settings import CallbackParty
 from simulator.gateways.behaviour import GatewayBehaviour
 from simulator.gateways.callbacks import CallbackSender
 from simulator.gateways.schemas import (
@@ -111,10 +112,12 @@ _Key = tuple[Kind, str, str]
 class _Parties:
     """The simulated parties' state: in memory, changed only under the lock."""
 
-    def __init__(self, behaviour: GatewayBehaviour, *, callback_secret: str) -> None:
+    def __init__(
+        self, behaviour: GatewayBehaviour, *, callback_secrets: Mapping[CallbackParty, str]
+    ) -> None:
         self.behaviour = behaviour
         self._rng = random.Random(behaviour.seed)
-        self._callbacks = CallbackSender(callback_secret)
+        self._callbacks = CallbackSender(callback_secrets)
         self._lock = asyncio.Lock()
         self._operations: dict[_Key, _Operation] = {}
         self._applied: dict[Kind, list[dict[str, object]]] = {kind: [] for kind in KINDS}

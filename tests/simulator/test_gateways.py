@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from flowbill.settings import CallbackParty
 from simulator.gateways.app import create_gateway_app
 from simulator.gateways.behaviour import GatewayBehaviour
 from simulator.gateways.carriers import mask_msisdn
@@ -36,6 +37,12 @@ from wallet.gateways import (
 )
 
 SECRET = "test-callback-secret"
+# Each party signs with its own secret; the carrier's is SECRET.
+SECRETS: dict[CallbackParty, str] = {
+    "carrier": SECRET,
+    "payment": "test-payment-callback-secret",
+    "fulfilment": "test-fulfilment-callback-secret",
+}
 CARRIER = "cmcc-js"
 # The simulator hangs longer than the impatient adapter waits.
 HANG_SECONDS = 1.0
@@ -94,7 +101,7 @@ class CallbackReceiver:
 
 @pytest.fixture(scope="module")
 async def simulator_url() -> AsyncIterator[str]:
-    async with serving(create_gateway_app(GatewayBehaviour(), callback_secret=SECRET)) as url:
+    async with serving(create_gateway_app(GatewayBehaviour(), callback_secrets=SECRETS)) as url:
         yield url
 
 
@@ -339,7 +346,7 @@ async def test_pending_top_up_settles_with_a_signed_callback(
     assert result.outcome is Outcome.PENDING
     assert before.outcome is Outcome.PENDING
     assert applied_before == []
-    assert verify_callback(SECRET, delivery.body, delivery.signature, now=time.time())
+    assert verify_callback((SECRET,), delivery.body, delivery.signature, now=time.time())
     assert delivery.payload["kind"] == "top_up"
     assert delivery.payload["request_id"] == request_id
     assert delivery.payload["status"] == "confirmed"
@@ -392,7 +399,10 @@ async def test_callback_is_retried_until_the_receiver_accepts(
 
     assert result.outcome is Outcome.PENDING
     assert [attempt.accepted for attempt in callbacks.attempts(path)] == [False, True]
-    assert verify_callback(SECRET, delivery.body, delivery.signature, now=time.time())
+    # The payment provider signs with its own secret, never with the carrier's.
+    signature = delivery.signature
+    assert verify_callback((SECRETS["payment"],), delivery.body, signature, now=time.time())
+    assert not verify_callback((SECRET,), delivery.body, signature, now=time.time())
     assert (delivery.payload["kind"], delivery.payload["status"]) == ("payment", "confirmed")
     assert len(await applied(admin, "payment", request_id)) == 1
 
@@ -651,7 +661,8 @@ def test_signed_callback_verifies() -> None:
     header = sign_callback(SECRET, BODY, now=NOW)
 
     assert header.startswith(f"t={int(NOW)},v1=")
-    assert verify_callback(SECRET, BODY, header, now=NOW + 299)
+    assert verify_callback((SECRET,), BODY, header, now=NOW + 299)
+    assert verify_callback(("the-next-secret", SECRET), BODY, header, now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -664,14 +675,14 @@ def test_signed_callback_verifies() -> None:
     ],
 )
 def test_callback_verification_rejects(secret: str, body: bytes, now: float) -> None:
-    assert not verify_callback(secret, body, sign_callback(SECRET, BODY, now=NOW), now=now)
+    assert not verify_callback((secret,), body, sign_callback(SECRET, BODY, now=NOW), now=now)
 
 
 @pytest.mark.parametrize(
     "header", [None, "", "v1=abc", f"t={int(NOW)}", "t=soon,v1=abc", "garbage"]
 )
 def test_callback_verification_rejects_malformed_headers(header: str | None) -> None:
-    assert not verify_callback(SECRET, BODY, header, now=NOW)
+    assert not verify_callback((SECRET,), BODY, header, now=NOW)
 
 
 def test_phone_numbers_are_masked() -> None:
