@@ -275,7 +275,7 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
     print(f"malformed sent by expected reason: {malformed or 'none'}")
     print()
     print("the wallet: a promotion, check-ins, top-ups and exchange orders over the API …")
-    wallet = run_wallet_demo(api, key)
+    wallet = run_wallet_demo(api, key, gateway=env["FLOWBILL_GATEWAY_URL"])
     for line in wallet.lines():
         print(f"  {line}")
     all_match = all_match and wallet.books_balanced

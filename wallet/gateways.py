@@ -77,10 +77,23 @@ class CarrierGateway(Protocol):
         """Where a top-up stands; FAILED with reason "not_received" if the carrier never saw it."""
         ...
 
-    async def submit_transfer_in(
+    async def request_transfer_consent(
         self, *, carrier: str, request_id: str, msisdn: str, mb: int
     ) -> GatewayResult:
-        """Move unused in-plan data out to us; detail has "mb" and "validity_days"."""
+        """Have the carrier text a one-time code to the line, for the subscriber to consent to
+        moving `mb` MB out of their plan; PENDING once sent. Only the line sees the code."""
+        ...
+
+    async def verify_transfer_consent(
+        self, *, carrier: str, request_id: str, code: str
+    ) -> GatewayResult:
+        """CONFIRMED if `code` is the one the line received; FAILED with reason "wrong_code",
+        "code_expired", "too_many_attempts" or "consent_not_found" otherwise."""
+        ...
+
+    async def submit_transfer_in(self, *, carrier: str, request_id: str, mb: int) -> GatewayResult:
+        """Move unused in-plan data out to us, from the line whose subscriber consented under
+        this request id; detail has "mb" and "validity_days"."""
         ...
 
     async def transfer_status(self, *, carrier: str, request_id: str) -> GatewayResult:
@@ -191,16 +204,38 @@ class HttpGateways:
             reference_key="carrier_ref",
         )
 
-    async def submit_transfer_in(
+    async def request_transfer_consent(
         self, *, carrier: str, request_id: str, msisdn: str, mb: int
     ) -> GatewayResult:
+        return await self._call(
+            "POST",
+            f"/carriers/{_segment(carrier)}/transfer-consents",
+            operation="transfer_consent",
+            request_id=request_id,
+            reference_key="consent_ref",
+            body={"request_id": request_id, "msisdn": msisdn, "mb": mb},
+        )
+
+    async def verify_transfer_consent(
+        self, *, carrier: str, request_id: str, code: str
+    ) -> GatewayResult:
+        return await self._call(
+            "POST",
+            f"/carriers/{_segment(carrier)}/transfer-consents/{_segment(request_id)}/verification",
+            operation="transfer_consent_verification",
+            request_id=request_id,
+            reference_key="consent_ref",
+            body={"code": code},
+        )
+
+    async def submit_transfer_in(self, *, carrier: str, request_id: str, mb: int) -> GatewayResult:
         return await self._call(
             "POST",
             f"/carriers/{_segment(carrier)}/transfers",
             operation="transfer",
             request_id=request_id,
             reference_key="carrier_ref",
-            body={"request_id": request_id, "msisdn": msisdn, "mb": mb},
+            body={"request_id": request_id, "mb": mb},
         )
 
     async def transfer_status(self, *, carrier: str, request_id: str) -> GatewayResult:

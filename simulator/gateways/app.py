@@ -75,6 +75,12 @@ def create_gateway_app(
         parties.change_behaviour(behaviour)
         return dataclasses.asdict(behaviour)
 
+    @app.get("/_simulator/phones/{msisdn}/messages")
+    async def phone_messages(msisdn: str) -> dict[str, object]:
+        """The texts a phone received (consent codes among them), oldest first: the only place
+        a code can be read, as a real carrier's SMS reaches only the phone."""
+        return {"msisdn": msisdn, "messages": parties.messages(msisdn)}
+
     @app.get("/_simulator/ledger")
     async def ledger() -> dict[str, object]:
         """What the parties actually applied, once per request however often it was sent."""
