@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -19,12 +18,11 @@ from flowbill.settings import Settings
 from tests.conftest import CALLBACK_SECRETS, assert_problem, bearer
 from tests.wallet.factories import (
     MB,
+    awaiting_transfer_in,
     balance_of,
     behave,
-    carrier,
     confirm_transfer_in,
     funded_driver,
-    placed_transfer_in,
     settled,
     simulator_ledger,
 )
@@ -36,10 +34,6 @@ FINAL = {"confirmed", "failed"}
 @pytest.fixture(autouse=True)
 async def good_day(gateway_url: str) -> None:
     await behave(gateway_url)
-
-
-def phone() -> str:
-    return "139" + "".join(secrets.choice("0123456789") for _ in range(8))
 
 
 def wrong(code: str) -> str:
@@ -81,10 +75,8 @@ async def reconcile(http: httpx.AsyncClient, operator_key: str) -> None:
 async def test_a_transfer_in_without_confirmation_credits_nothing(
     http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str
 ) -> None:
-    carrier_id = await carrier(http, operator_key)
-    _, wallet = await funded_driver(http, settings, mb=10)
-    order_id, _ = await placed_transfer_in(
-        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=phone(), mb=80
+    wallet, order_id, _ = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=80
     )
     await reconcile(http, operator_key)
     # Even the carrier's own signed word cannot settle an order nobody consented to.
@@ -105,10 +97,8 @@ async def test_a_transfer_in_without_confirmation_credits_nothing(
 async def test_five_wrong_codes_fail_the_order_and_credit_nothing(
     http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str
 ) -> None:
-    carrier_id = await carrier(http, operator_key)
-    _, wallet = await funded_driver(http, settings, mb=10)
-    order_id, code = await placed_transfer_in(
-        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=phone(), mb=80
+    wallet, order_id, code = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=80
     )
 
     tries_left = []
@@ -132,10 +122,8 @@ async def test_five_wrong_codes_fail_the_order_and_credit_nothing(
 async def test_concurrent_guesses_never_exceed_five_tries(
     http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str
 ) -> None:
-    carrier_id = await carrier(http, operator_key)
-    _, wallet = await funded_driver(http, settings, mb=10)
-    order_id, code = await placed_transfer_in(
-        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=phone(), mb=80
+    wallet, order_id, code = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=80
     )
     guesses = [f"{n:06d}" for n in range(20) if f"{n:06d}" != code][:12]
 
@@ -156,19 +144,17 @@ async def test_concurrent_guesses_never_exceed_five_tries(
 async def test_an_expired_code_is_refused(
     http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str
 ) -> None:
-    carrier_id = await carrier(http, operator_key)
-    _, wallet = await funded_driver(http, settings, mb=10)
     # Expired at the carrier: its code lives 0.2 s here.
     await behave(gateway_url, consent_code_seconds=0.2)
-    at_carrier, code = await placed_transfer_in(
-        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=phone(), mb=80
+    wallet, at_carrier, code = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=80
     )
     await asyncio.sleep(0.3)
     late_at_carrier = await confirm_transfer_in(http, wallet, at_carrier, code)
     # Expired here: five minutes after the order, whatever the carrier would say.
     await behave(gateway_url)
-    here, other_code = await placed_transfer_in(
-        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=phone(), mb=80
+    other_wallet, here, other_code = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=80
     )
     conn = await db.connect(settings, application_name="flowbill-test")
     try:
@@ -179,26 +165,24 @@ async def test_an_expired_code_is_refused(
             )
     finally:
         await conn.close()
-    late_here = await confirm_transfer_in(http, wallet, here, other_code)
+    late_here = await confirm_transfer_in(http, other_wallet, here, other_code)
 
     assert_problem(late_at_carrier, 409, "consent-expired")
     assert_problem(late_here, 409, "consent-expired")
-    for order_id in (at_carrier, here):
-        order = await order_of(http, wallet, order_id)
+    for driver, order_id in ((wallet, at_carrier), (other_wallet, here)):
+        order = await order_of(http, driver, order_id)
         assert (order["state"], order["reason"]) == ("failed", "consent_expired")
         assert await transferred(gateway_url, order_id) == []
-    assert await balance_of(http, wallet) == 10 * MB
+        assert await balance_of(http, driver) == 10 * MB
 
 
 async def test_a_confirmed_transfer_credits_no_more_than_was_asked(
     http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str
 ) -> None:
-    carrier_id = await carrier(http, operator_key)
-    _, wallet = await funded_driver(http, settings, mb=10)
     # The carrier moves (and confirms) 50 MB more than asked.
     await behave(gateway_url, transfer_bonus_mb=50)
-    order_id, code = await placed_transfer_in(
-        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=phone(), mb=40
+    wallet, order_id, code = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=40
     )
     assert (await confirm_transfer_in(http, wallet, order_id, code)).status_code == 202
     done = await settled(http, wallet, f"/v1/wallet/carrier-orders/{order_id}", final=FINAL)
@@ -218,12 +202,10 @@ async def test_a_confirmed_transfer_credits_no_more_than_was_asked(
 async def test_a_late_callback_is_capped_too(
     http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str
 ) -> None:
-    carrier_id = await carrier(http, operator_key)
-    _, wallet = await funded_driver(http, settings, mb=10)
     # The carrier answers "pending" and would settle much later: its callback comes first.
     await behave(gateway_url, pending_rate=1.0, settle_delay_seconds=600)
-    order_id, code = await placed_transfer_in(
-        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=phone(), mb=40
+    wallet, order_id, code = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=40
     )
     assert (await confirm_transfer_in(http, wallet, order_id, code)).status_code == 202
     await settled(http, wallet, f"/v1/wallet/carrier-orders/{order_id}", final={"submitted"})
@@ -241,12 +223,10 @@ async def test_a_late_callback_is_capped_too(
 async def test_another_driver_cannot_confirm_my_transfer_in(
     http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str
 ) -> None:
-    carrier_id = await carrier(http, operator_key)
-    _, wallet = await funded_driver(http, settings, mb=10)
-    _, other = await funded_driver(http, settings, mb=10)
-    order_id, code = await placed_transfer_in(
-        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=phone(), mb=80
+    wallet, order_id, code = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=80
     )
+    _, other = await funded_driver(http, settings, mb=10)
     before = await order_of(http, wallet, order_id)
 
     stolen = await confirm_transfer_in(http, other, order_id, code)

@@ -173,3 +173,18 @@ async def confirm_transfer_in(
     return await http.post(
         f"/v1/wallet/transfers-in/{order_id}/confirmation", json={"code": code}, headers=wallet
     )
+
+
+async def awaiting_transfer_in(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str, *,
+    mb: int, msisdn: str | None = None,
+) -> tuple[dict[str, str], str, str]:  # fmt: skip
+    """A driver holding 10 MB with a transfer-in of `mb` MB from a new carrier, waiting for
+    consent: (the driver's headers, order id, the code texted to the line)."""
+    carrier_id = await carrier(http, operator_key)
+    _, wallet = await funded_driver(http, settings, mb=10)
+    number = msisdn or "139" + "".join(secrets.choice("0123456789") for _ in range(8))
+    order_id, code = await placed_transfer_in(
+        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=number, mb=mb
+    )
+    return wallet, order_id, code

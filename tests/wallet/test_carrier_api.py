@@ -17,6 +17,7 @@ from flowbill.settings import Settings
 from tests.conftest import assert_problem, bearer
 from tests.wallet.factories import (
     MB,
+    awaiting_transfer_in,
     balance_of,
     behave,
     carrier,
@@ -257,10 +258,8 @@ async def test_a_transfer_in_credits_a_lot_with_the_carriers_validity(
 async def test_a_wrong_code_counts_a_try_and_the_right_one_still_works(
     http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str
 ) -> None:
-    carrier_id = await carrier(http, operator_key)
-    _, wallet = await funded_driver(http, settings, mb=10)
-    order_id, code = await placed_transfer_in(
-        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=phone(), mb=20
+    wallet, order_id, code = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=20
     )
     wrong = "000000" if code != "000000" else "111111"
     answer = assert_problem(
@@ -277,10 +276,8 @@ async def test_a_wrong_code_counts_a_try_and_the_right_one_still_works(
 async def test_a_transfer_in_waits_for_consent(
     http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str
 ) -> None:
-    carrier_id = await carrier(http, operator_key)
-    _, wallet = await funded_driver(http, settings, mb=10)
-    order_id, _ = await placed_transfer_in(
-        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=phone(), mb=30
+    wallet, order_id, _ = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=30
     )
     await asyncio.sleep(0.3)
     order = (await http.get(f"/v1/wallet/carrier-orders/{order_id}", headers=wallet)).json()
