@@ -34,7 +34,7 @@ from devstack import localstack
 from devstack.localstack.processes import _free_port
 from flowbill import db
 from flowbill.periods import Calendar
-from flowbill.settings import Settings
+from flowbill.settings import CALLBACK_PARTIES, Settings
 from ingest.protocol import iccid_check_digit
 from iot_cards import settlement
 from iot_cards.schemas import (
@@ -319,7 +319,10 @@ def start(
         "FLOWBILL_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}",
         "FLOWBILL_IOT_GATEWAY_URL": f"http://127.0.0.1:{iot_port}",
         "FLOWBILL_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
-        "FLOWBILL_GATEWAY_CALLBACK_SECRET": SECRET,
+        **{
+            f"FLOWBILL_{party.upper()}_CALLBACK_SECRET": f"{SECRET}-{party}"
+            for party in CALLBACK_PARTIES
+        },
         "FLOWBILL_IOT_ID_HASH_KEY": HASH_KEY.decode(),
     }
     python = str(REPO / ".venv" / "bin" / "python")

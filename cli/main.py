@@ -279,7 +279,8 @@ def _cmd_iot_gateway_simulator(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         behaviour=behaviour_from_args(args),
-        callback_secret=get_settings().gateway_callback_secret.get_secret_value(),
+        # The identity-check provider is the one that calls back; invoicing answers at once.
+        callback_secret=get_settings().callback_secret("identity"),
     )
     return 0
 
@@ -321,7 +322,10 @@ def _cmd_gateway_simulator(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         behaviour=behaviour_from_args(args),
-        callback_secret=get_settings().gateway_callback_secret.get_secret_value(),
+        callback_secrets={
+            party: get_settings().callback_secret(party)
+            for party in ("carrier", "payment", "fulfilment")
+        },
     )
     return 0
 

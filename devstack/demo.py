@@ -27,7 +27,7 @@ from devstack import billing_demo
 from devstack.iot_cards_demo import run_iot_demo
 from devstack.wallet_demo import run_wallet_demo
 from flowbill.periods import Calendar, earliest_open, format_period
-from flowbill.settings import Settings, get_settings
+from flowbill.settings import CALLBACK_PARTIES, Settings, get_settings
 from flowbill.units import MB
 
 STATE = Path(os.environ.get("FLOWBILL_STATE_DIR", ".state"))
@@ -129,7 +129,11 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
         "FLOWBILL_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}",
         "FLOWBILL_IOT_GATEWAY_URL": f"http://127.0.0.1:{iot_gateway_port}",
         "FLOWBILL_PUBLIC_URL": api,
-        "FLOWBILL_GATEWAY_CALLBACK_SECRET": secrets.token_hex(16),
+        # Each outside party signs its callbacks with its own secret.
+        **{
+            f"FLOWBILL_{party.upper()}_CALLBACK_SECRET": secrets.token_hex(32)
+            for party in CALLBACK_PARTIES
+        },
         "FLOWBILL_GATEWAY_TIMEOUT_SECONDS": "2",
         "FLOWBILL_RECONCILE_GRACE_SECONDS": "4",
     }
@@ -272,7 +276,7 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
     print(f"malformed sent by expected reason: {malformed or 'none'}")
     print()
     print("the wallet: a promotion, check-ins, top-ups and exchange orders over the API …")
-    wallet = run_wallet_demo(api, key)
+    wallet = run_wallet_demo(api, key, gateway=env["FLOWBILL_GATEWAY_URL"])
     for line in wallet.lines():
         print(f"  {line}")
     all_match = all_match and wallet.books_balanced

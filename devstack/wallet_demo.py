@@ -1,6 +1,8 @@
 """The wallet part of `make demo`: a merchant's promotion and the check-in tool fill drivers'
 wallets, which drain through carrier top-ups and the exchange — all over the HTTP API, against
-the simulated gateways (slow, sometimes late, sometimes losing their answer)."""
+the simulated gateways (slow, sometimes late, sometimes losing their answer). Transfers-in are
+confirmed with the one-time code the carrier texted to the line, read where only the phone
+would see it: the gateway simulator's `/_simulator` side."""
 
 from __future__ import annotations
 
@@ -52,7 +54,9 @@ def _ok(answer: httpx.Response) -> dict[str, object]:
     return body
 
 
-def run_wallet_demo(api: str, operator_key: str, *, drivers: int = 20) -> WalletDemoReport:
+def run_wallet_demo(
+    api: str, operator_key: str, *, gateway: str, drivers: int = 20
+) -> WalletDemoReport:
     """Run the promotion-to-redemption story and report what happened."""
     report = WalletDemoReport()
     rng = random.Random(7)
@@ -221,7 +225,9 @@ def run_wallet_demo(api: str, operator_key: str, *, drivers: int = 20) -> Wallet
                     headers={**wallet, **_idem()},
                     json={"carrier_id": carrier, "phone": phone, "mb": 100},
                 )
-                transfers.append((wallet, answer.json()["order_id"]))
+                order_id = str(_ok(answer)["order_id"])
+                transfers.append((wallet, order_id))
+                _consent(http, gateway, wallet, order_id, phone)
         # The merchant ships its paid goods; what the gateways left open is reconciled.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -281,6 +287,29 @@ def _every_item(http: httpx.Client, path: str, headers: dict[str, str]) -> list[
         cursor = page["next_cursor"]
         if cursor is None:
             return items
+
+
+def _consent(
+    http: httpx.Client, gateway: str, wallet: dict[str, str], order_id: str, phone: str
+) -> None:
+    """Read the code the carrier texted to the phone and confirm the transfer-in with it. A
+    code that never arrives (the simulated carrier failing) leaves the order to expire."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        messages = httpx.get(f"{gateway}/_simulator/phones/{phone}/messages", timeout=5)
+        texts = messages.json()["messages"] if messages.status_code == 200 else []
+        if texts:
+            for _ in range(3):
+                answer = http.post(
+                    f"/v1/wallet/transfers-in/{order_id}/confirmation",
+                    json={"code": texts[-1]["code"]},
+                    headers=wallet,
+                )
+                # 503: the carrier's answer was lost; the same code may be tried again.
+                if answer.status_code != 503:
+                    return
+            return
+        time.sleep(0.2)
 
 
 def _open(

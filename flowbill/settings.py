@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import socket
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PLACEHOLDERS = {"changeme", "change-me", "password", "secret", "flowbill"}
+
+# The outside parties that call us back, each with its own signing secret (docs/security.md).
+CallbackParty = Literal["carrier", "payment", "fulfilment", "identity", "invoicing"]
+CALLBACK_PARTIES: tuple[CallbackParty, ...] = get_args(CallbackParty)
+MIN_CALLBACK_SECRET_BYTES = 32
+# Distinct per party even in development, so that the parties stay apart there too; refused
+# in production, as are placeholders and secrets shorter than 32 bytes.
+_DEVELOPMENT_SECRET = "development-only-{}-callback-secret"  # noqa: S105 (refused in production)
 
 
 class Settings(BaseSettings):
@@ -58,7 +66,19 @@ class Settings(BaseSettings):
     # docs/operations.md). A call that takes longer than the timeout is settled later.
     gateway_url: str = "http://127.0.0.1:8090"
     gateway_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
-    gateway_callback_secret: SecretStr = SecretStr("change-me")
+    # Each party signs its callbacks with its own secret. To rotate one, set the new value and
+    # move the old one to `…_PREVIOUS`: both verify during the overlap, which lasts until the
+    # party signs with the new one and its retries of older callbacks are over; then unset it.
+    carrier_callback_secret: SecretStr = SecretStr(_DEVELOPMENT_SECRET.format("carrier"))
+    carrier_callback_secret_previous: SecretStr | None = None
+    payment_callback_secret: SecretStr = SecretStr(_DEVELOPMENT_SECRET.format("payment"))
+    payment_callback_secret_previous: SecretStr | None = None
+    fulfilment_callback_secret: SecretStr = SecretStr(_DEVELOPMENT_SECRET.format("fulfilment"))
+    fulfilment_callback_secret_previous: SecretStr | None = None
+    identity_callback_secret: SecretStr = SecretStr(_DEVELOPMENT_SECRET.format("identity"))
+    identity_callback_secret_previous: SecretStr | None = None
+    invoicing_callback_secret: SecretStr = SecretStr(_DEVELOPMENT_SECRET.format("invoicing"))
+    invoicing_callback_secret_previous: SecretStr | None = None
     # Where the gateways reach this API for callbacks; unset: no callbacks, reconciliation only.
     public_url: str | None = None
     # Orders open longer than this are settled by asking the gateways (must exceed the timeout).
@@ -102,8 +122,7 @@ class Settings(BaseSettings):
         if self.reconcile_grace_seconds <= self.gateway_timeout_seconds:
             raise ValueError("FLOWBILL_RECONCILE_GRACE_SECONDS must exceed the gateway timeout")
         if self.environment == "production":
-            if self.gateway_callback_secret.get_secret_value() in _PLACEHOLDERS:
-                raise ValueError("FLOWBILL_GATEWAY_CALLBACK_SECRET must be a real secret")
+            self._callback_secrets_are_real()
             if self.mqtt_password is None or self.mqtt_password.get_secret_value() in _PLACEHOLDERS:
                 raise ValueError(
                     "FLOWBILL_MQTT_PASSWORD must be set to a real secret in production"
@@ -129,6 +148,48 @@ class Settings(BaseSettings):
         if self.environment == "production" and (key in _PLACEHOLDERS or len(key) < 32):
             raise ValueError("FLOWBILL_IOT_ID_HASH_KEY must be a real secret of 32+ characters")
         return self
+
+    def callback_secret(self, party: CallbackParty) -> str:
+        """The secret `party` signs its callbacks with now (the simulators sign with it)."""
+        return self._callback_secret_settings(party)[0].get_secret_value()
+
+    def callback_secrets(self, party: CallbackParty) -> tuple[str, ...]:
+        """Every secret a callback from `party` may be signed with: the current one, and the
+        previous one while a rotation overlaps."""
+        return tuple(
+            secret.get_secret_value()
+            for secret in self._callback_secret_settings(party)
+            if secret is not None
+        )
+
+    def _callback_secret_settings(self, party: CallbackParty) -> tuple[SecretStr, SecretStr | None]:
+        current = getattr(self, f"{party}_callback_secret")
+        previous = getattr(self, f"{party}_callback_secret_previous")
+        assert isinstance(current, SecretStr)
+        assert previous is None or isinstance(previous, SecretStr)
+        return current, previous
+
+    def _callback_secrets_are_real(self) -> None:
+        for party in CALLBACK_PARTIES:
+            current, previous = self._callback_secret_settings(party)
+            variable = f"FLOWBILL_{party.upper()}_CALLBACK_SECRET"
+            for name, secret in ((variable, current), (f"{variable}_PREVIOUS", previous)):
+                value = None if secret is None else secret.get_secret_value()
+                if value is not None and (
+                    value in _PLACEHOLDERS
+                    or value.startswith(_DEVELOPMENT_SECRET.partition("{")[0])
+                    or len(value.encode()) < MIN_CALLBACK_SECRET_BYTES
+                ):
+                    raise ValueError(
+                        f"{name} must be a real secret of {MIN_CALLBACK_SECRET_BYTES}+ bytes"
+                    )
+            if previous is not None and previous.get_secret_value() == current.get_secret_value():
+                raise ValueError(
+                    f"FLOWBILL_{party.upper()}_CALLBACK_SECRET_PREVIOUS repeats the current secret"
+                )
+        secrets = [secret for party in CALLBACK_PARTIES for secret in self.callback_secrets(party)]
+        if len(set(secrets)) < len(secrets):
+            raise ValueError("each party's FLOWBILL_*_CALLBACK_SECRET must be its own")
 
     @property
     def ingest_worker_id(self) -> str:

@@ -108,7 +108,9 @@ cd "$REPO"
 mapfile -t client < <(v2_client || v1_client)
 [ ${#client[@]} -gt 0 ] || { msg "no Compose client could be installed"; exit 1; }
 msg "$("${client[@]}" version 2>/dev/null | head -n 1)"
-env FLOWBILL_DB_PASSWORD=check FLOWBILL_MQTT_PASSWORD=check FLOWBILL_GATEWAY_CALLBACK_SECRET=check \
+env FLOWBILL_DB_PASSWORD=check FLOWBILL_MQTT_PASSWORD=check FLOWBILL_CARRIER_CALLBACK_SECRET=check \
+    FLOWBILL_PAYMENT_CALLBACK_SECRET=check FLOWBILL_FULFILMENT_CALLBACK_SECRET=check \
+    FLOWBILL_IDENTITY_CALLBACK_SECRET=check FLOWBILL_INVOICING_CALLBACK_SECRET=check \
     FLOWBILL_IOT_ID_HASH_KEY=check \
     FLOWBILL_GRAFANA_ADMIN_PASSWORD=check FLOWBILL_GRAFANA_DB_PASSWORD=check \
   "${client[@]}" --project-directory "$REPO" -f "$FILE" config -q

@@ -271,7 +271,8 @@ class _Parties:
 
 
 def create_iot_gateway_app(behaviour: IotBehaviour, *, callback_secret: str) -> FastAPI:
-    """The simulated identity-check provider and invoicing service as one ASGI app."""
+    """The simulated identity-check provider and invoicing service as one ASGI app; the
+    identity-check provider signs its callbacks with `callback_secret` (its own)."""
     parties = _Parties(behaviour, callback_secret=callback_secret)
 
     app = simulator_app("Flowbill IoT gateway simulator", parties.close)
@@ -364,8 +365,8 @@ def serve(*, host: str, port: int, behaviour: IotBehaviour, callback_secret: str
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m simulator.iot_gateways`: the callback secret comes from the settings
-    (FLOWBILL_GATEWAY_CALLBACK_SECRET), as the API's does."""
+    """`python -m simulator.iot_gateways`: the identity-check provider signs with its secret
+    from the settings (FLOWBILL_IDENTITY_CALLBACK_SECRET), which the API verifies with."""
     from flowbill.settings import get_settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -378,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         behaviour=behaviour_from_args(args),
-        callback_secret=get_settings().gateway_callback_secret.get_secret_value(),
+        callback_secret=get_settings().callback_secret("identity"),
     )
 
 

@@ -29,7 +29,7 @@ from devstack import localstack
 from flowbill import db
 from flowbill.migrate import apply_migrations
 from flowbill.paging import InvalidCursor
-from flowbill.settings import Settings
+from flowbill.settings import CALLBACK_PARTIES, CallbackParty, Settings
 from ingest import mqtt_session
 from ingest.protocol import iccid_check_digit
 from simulator.gateways.app import create_gateway_app
@@ -38,7 +38,10 @@ from tenants import service as tenants
 from tenants.schemas import Role
 
 REPO = Path(__file__).resolve().parent.parent
-GATEWAY_SECRET = "test-gateway-callback-secret"
+# Each outside party signs its callbacks with its own secret, as in production.
+CALLBACK_SECRETS: dict[CallbackParty, str] = {
+    party: f"test-{party}-callback-secret-of-32-bytes-or-more" for party in CALLBACK_PARTIES
+}
 OUTPUT = REPO / "test-output"
 
 
@@ -86,7 +89,7 @@ def settings(stack: localstack.LocalStack) -> Settings:
         public_url=f"http://127.0.0.1:{free_port()}",
         gateway_url=f"http://127.0.0.1:{free_port()}",
         gateway_timeout_seconds=0.5,
-        gateway_callback_secret=GATEWAY_SECRET,
+        **{f"{party}_callback_secret": secret for party, secret in CALLBACK_SECRETS.items()},
         reconcile_grace_seconds=1.0,
     )
 
@@ -251,7 +254,7 @@ async def api_url(settings: Settings) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 async def gateway_url(settings: Settings) -> AsyncIterator[str]:
     """The simulated carrier, payment and fulfilment gateways, over real HTTP."""
-    app = create_gateway_app(GatewayBehaviour(), callback_secret=GATEWAY_SECRET)
+    app = create_gateway_app(GatewayBehaviour(), callback_secrets=CALLBACK_SECRETS)
     async with serving(app, port=int(settings.gateway_url.rsplit(":", 1)[1])) as url:
         yield url
 

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from flowbill.migrate import apply_migrations, pending_migrations
-from flowbill.settings import Settings
+from flowbill.settings import CALLBACK_PARTIES, Settings
 
 
 def run(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -56,12 +56,16 @@ def test_production_refuses_placeholder_secrets() -> None:
         "environment": "production",
         "database_url": "postgresql://x@localhost/x",
         "mqtt_password": "a-real-secret",
-        "gateway_callback_secret": "a-real-callback-secret",
+        **{
+            f"{party}_callback_secret": f"a-real-{party}-callback-secret-of-32-bytes"
+            for party in CALLBACK_PARTIES
+        },
         "iot_id_hash_key": "k" * 32,
     }
     for name, placeholder in [
         ("mqtt_password", "changeme"),
-        ("gateway_callback_secret", "change-me"),
+        ("payment_callback_secret", "change-me"),
+        ("identity_callback_secret", "too-short-for-a-callback-secret"),
         ("iot_id_hash_key", "change-me"),
         ("iot_id_hash_key", "too-short-for-a-key"),
     ]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowbill.errors import Conflict, InvalidInput, NotFound
+from flowbill.errors import Conflict, InvalidInput, NotFound, Unavailable
 
 
 class InsufficientBalance(Conflict):
@@ -123,3 +123,23 @@ class CarrierRequired(InvalidInput):
 class NotReturnable(Conflict):
     type_ = "not-returnable"
     title = "This order cannot be returned"
+
+
+class ConsentCodeWrong(InvalidInput):
+    type_ = "consent-code-wrong"
+    title = "The one-time code is not the one sent to the phone line"
+
+
+class ConsentExpired(Conflict):
+    type_ = "consent-expired"
+    title = "The one-time code has expired; start a new transfer-in"
+
+
+class ConsentFailed(Conflict):
+    type_ = "consent-failed"
+    title = "This transfer-in can no longer be confirmed"
+
+
+class CarrierUnavailable(Unavailable):
+    type_ = "carrier-unavailable"
+    title = "The carrier did not answer; try the same code again"

@@ -26,10 +26,22 @@ from urllib.parse import quote
 import httpx
 
 from flowbill import metrics
+from flowbill.settings import CallbackParty
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "Flowbill-Gateway-Signature"
+
+# Which party sends each kind of callback, so which secret signs it: a callback verified with
+# one party's secret can only settle that party's kind of request.
+CALLBACK_PARTY: Mapping[str, CallbackParty] = {
+    "top_up": "carrier",
+    "transfer": "carrier",
+    "payment": "payment",
+    "refund": "payment",
+    "fulfilment": "fulfilment",
+    "identity_check": "identity",
+}
 
 
 class Outcome(enum.StrEnum):
@@ -65,10 +77,23 @@ class CarrierGateway(Protocol):
         """Where a top-up stands; FAILED with reason "not_received" if the carrier never saw it."""
         ...
 
-    async def submit_transfer_in(
+    async def request_transfer_consent(
         self, *, carrier: str, request_id: str, msisdn: str, mb: int
     ) -> GatewayResult:
-        """Move unused in-plan data out to us; detail has "mb" and "validity_days"."""
+        """Have the carrier text a one-time code to the line, for the subscriber to consent to
+        moving `mb` MB out of their plan; PENDING once sent. Only the line sees the code."""
+        ...
+
+    async def verify_transfer_consent(
+        self, *, carrier: str, request_id: str, code: str
+    ) -> GatewayResult:
+        """CONFIRMED if `code` is the one the line received; FAILED with reason "wrong_code",
+        "code_expired", "too_many_attempts" or "consent_not_found" otherwise."""
+        ...
+
+    async def submit_transfer_in(self, *, carrier: str, request_id: str, mb: int) -> GatewayResult:
+        """Move unused in-plan data out to us, from the line whose subscriber consented under
+        this request id; detail has "mb" and "validity_days"."""
         ...
 
     async def transfer_status(self, *, carrier: str, request_id: str) -> GatewayResult:
@@ -179,16 +204,38 @@ class HttpGateways:
             reference_key="carrier_ref",
         )
 
-    async def submit_transfer_in(
+    async def request_transfer_consent(
         self, *, carrier: str, request_id: str, msisdn: str, mb: int
     ) -> GatewayResult:
+        return await self._call(
+            "POST",
+            f"/carriers/{_segment(carrier)}/transfer-consents",
+            operation="transfer_consent",
+            request_id=request_id,
+            reference_key="consent_ref",
+            body={"request_id": request_id, "msisdn": msisdn, "mb": mb},
+        )
+
+    async def verify_transfer_consent(
+        self, *, carrier: str, request_id: str, code: str
+    ) -> GatewayResult:
+        return await self._call(
+            "POST",
+            f"/carriers/{_segment(carrier)}/transfer-consents/{_segment(request_id)}/verification",
+            operation="transfer_consent_verification",
+            request_id=request_id,
+            reference_key="consent_ref",
+            body={"code": code},
+        )
+
+    async def submit_transfer_in(self, *, carrier: str, request_id: str, mb: int) -> GatewayResult:
         return await self._call(
             "POST",
             f"/carriers/{_segment(carrier)}/transfers",
             operation="transfer",
             request_id=request_id,
             reference_key="carrier_ref",
-            body={"request_id": request_id, "msisdn": msisdn, "mb": mb},
+            body={"request_id": request_id, "mb": mb},
         )
 
     async def transfer_status(self, *, carrier: str, request_id: str) -> GatewayResult:
@@ -379,9 +426,15 @@ def sign_callback(secret: str, body: bytes, *, now: float) -> str:
 
 
 def verify_callback(
-    secret: str, body: bytes, header: str | None, *, now: float, tolerance_seconds: int = 300
+    secrets: tuple[str, ...],
+    body: bytes,
+    header: str | None,
+    *,
+    now: float,
+    tolerance_seconds: int = 300,
 ) -> bool:
-    """Whether a callback was signed with `secret` over this exact body, recently enough.
+    """Whether a callback was signed with one of `secrets` (one party's current and previous
+    secret) over this exact body, recently enough.
 
     The timestamp is signed too, so an old callback cannot be replayed with a fresh one.
     """
@@ -397,9 +450,12 @@ def verify_callback(
             signatures.append(value)
     if timestamp is None or not signatures or abs(now - timestamp) > tolerance_seconds:
         return False
-    expected = _mac(secret, timestamp, body)
     # Every candidate is compared, so the time taken does not reveal which one matched.
-    matches = [hmac.compare_digest(expected.encode(), given.encode()) for given in signatures]
+    matches = [
+        hmac.compare_digest(_mac(secret, timestamp, body).encode(), given.encode())
+        for secret in secrets
+        for given in signatures
+    ]
     return any(matches)
 
 

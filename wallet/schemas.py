@@ -319,6 +319,12 @@ class TransferInRequest(_Command):
     mb: int = Field(gt=0, le=100 * 1024)
 
 
+class ConsentConfirmation(_Command):
+    code: str = Field(
+        pattern=r"^[0-9]{4,8}$", description="The one-time code the carrier texted to the line."
+    )
+
+
 class CarrierOrderPublic(_FromRow):
     order_id: UUID
     direction: str
@@ -328,10 +334,19 @@ class CarrierOrderPublic(_FromRow):
     )
     data_mb: int
     state: str = Field(
-        description="reserved, submitted (waiting for the carrier), confirmed, failed."
+        description="awaiting_consent (a transfer-in waiting for the line's one-time code), "
+        "reserved, submitted (waiting for the carrier), confirmed, failed."
     )
     reason: str | None
     lot_id: int | None
+    credited_mb: int | None = Field(
+        description="What a confirmed transfer-in credited: what was asked, or less if the "
+        "carrier confirmed less; never more."
+    )
+    consent_tries: int = Field(description="Codes tried so far (a transfer-in allows 5).")
+    consent_expires_at: datetime | None = Field(
+        description="Until when the transfer-in's code may be confirmed."
+    )
     created_at: datetime
     settled_at: datetime | None
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from flowbill.settings import CallbackParty
 from simulator.gateways.behaviour import GatewayBehaviour
 from simulator.gateways.carriers import carrier_routes
 from simulator.gateways.parties import _Parties
@@ -52,9 +53,12 @@ def simulator_app(title: str, close: Callable[[], Awaitable[None]]) -> FastAPI:
     return app
 
 
-def create_gateway_app(behaviour: GatewayBehaviour, *, callback_secret: str) -> FastAPI:
-    """The simulated carriers, payment provider and fulfilment provider as one ASGI app."""
-    parties = _Parties(behaviour, callback_secret=callback_secret)
+def create_gateway_app(
+    behaviour: GatewayBehaviour, *, callback_secrets: Mapping[CallbackParty, str]
+) -> FastAPI:
+    """The simulated carriers, payment provider and fulfilment provider as one ASGI app; each
+    party signs its callbacks with its own secret from `callback_secrets`."""
+    parties = _Parties(behaviour, callback_secrets=callback_secrets)
     app = simulator_app("Flowbill gateway simulator", parties.close)
     app.include_router(carrier_routes(parties))
     app.include_router(provider_routes(parties))
@@ -71,6 +75,12 @@ def create_gateway_app(behaviour: GatewayBehaviour, *, callback_secret: str) -> 
         parties.change_behaviour(behaviour)
         return dataclasses.asdict(behaviour)
 
+    @app.get("/_simulator/phones/{msisdn}/messages")
+    async def phone_messages(msisdn: str) -> dict[str, object]:
+        """The texts a phone received (consent codes among them), oldest first: the only place
+        a code can be read, as a real carrier's SMS reaches only the phone."""
+        return {"msisdn": msisdn, "messages": parties.messages(msisdn)}
+
     @app.get("/_simulator/ledger")
     async def ledger() -> dict[str, object]:
         """What the parties actually applied, once per request however often it was sent."""
@@ -79,11 +89,17 @@ def create_gateway_app(behaviour: GatewayBehaviour, *, callback_secret: str) -> 
     return app
 
 
-def serve(*, host: str, port: int, behaviour: GatewayBehaviour, callback_secret: str) -> None:
+def serve(
+    *,
+    host: str,
+    port: int,
+    behaviour: GatewayBehaviour,
+    callback_secrets: Mapping[CallbackParty, str],
+) -> None:
     """Run the simulator until interrupted."""
     log.info("gateway simulator starting", extra={"host": host, "port": port})
     uvicorn.run(
-        create_gateway_app(behaviour, callback_secret=callback_secret),
+        create_gateway_app(behaviour, callback_secrets=callback_secrets),
         host=host,
         port=port,
         log_config=None,

@@ -32,6 +32,10 @@ class GatewayBehaviour:
     settle_fail_rate: Share = 0.0
     # Business refusals: a payment declined, a fulfilment out of stock.
     decline_rate: Share = 0.0
+    # How long a transfer-in's one-time code stays valid, as a carrier's SMS code.
+    consent_code_seconds: Seconds = 300.0
+    # A carrier that confirms more than it was asked to move (the client must not believe it).
+    transfer_bonus_mb: Annotated[int, Field(ge=0, le=100_000)] = 0
 
     @model_validator(mode="after")
     def _latency_is_a_range(self) -> GatewayBehaviour:

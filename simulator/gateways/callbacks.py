@@ -10,7 +10,8 @@ from collections.abc import Mapping
 
 import httpx
 
-from wallet.gateways import SIGNATURE_HEADER, sign_callback
+from flowbill.settings import CallbackParty
+from wallet.gateways import CALLBACK_PARTY, SIGNATURE_HEADER, sign_callback
 
 # One logger name for the whole simulator, whichever of its modules speaks.
 log = logging.getLogger(__package__)
@@ -21,10 +22,11 @@ CALLBACK_TIMEOUT_SECONDS = 5.0
 
 
 class CallbackSender:
-    """Delivers callbacks over one HTTP client, opened at the first callback."""
+    """Delivers callbacks over one HTTP client, opened at the first callback, each signed
+    with the secret of the party that sends its kind."""
 
-    def __init__(self, secret: str) -> None:
-        self._secret = secret
+    def __init__(self, secrets: Mapping[CallbackParty, str]) -> None:
+        self._secrets = dict(secrets)
         self._client: httpx.AsyncClient | None = None
 
     async def close(self) -> None:
@@ -36,12 +38,13 @@ class CallbackSender:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=CALLBACK_TIMEOUT_SECONDS)
         body = json.dumps(payload, separators=(",", ":")).encode()
+        secret = self._secrets[CALLBACK_PARTY[str(payload["kind"])]]
         extra = {"kind": payload["kind"], "request_id": payload["request_id"]}
         for attempt in range(1, CALLBACK_ATTEMPTS + 1):
             headers = {
                 "content-type": "application/json",
                 # Signed afresh for each attempt: the receiver rejects stale timestamps.
-                SIGNATURE_HEADER: sign_callback(self._secret, body, now=time.time()),
+                SIGNATURE_HEADER: sign_callback(secret, body, now=time.time()),
             }
             try:
                 response = await self._client.post(url, content=body, headers=headers)

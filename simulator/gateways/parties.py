@@ -9,14 +9,18 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable, Coroutine
+import secrets
+import time
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
 
+from flowbill.settings import CallbackParty
 from simulator.gateways.behaviour import GatewayBehaviour
 from simulator.gateways.callbacks import CallbackSender
 from simulator.gateways.schemas import (
+    ConsentRequest,
     FulfilmentRequest,
     PaymentRequest,
     RefundRequest,
@@ -32,8 +36,10 @@ log = logging.getLogger(__package__)
 PLAN_MB = (100, 2048)
 VALIDITY_DAYS = (30, 365)
 
-Kind = Literal["top_up", "transfer", "payment", "refund", "fulfilment"]
-KINDS: tuple[Kind, ...] = ("top_up", "transfer", "payment", "refund", "fulfilment")
+Kind = Literal["consent", "top_up", "transfer", "payment", "refund", "fulfilment"]
+KINDS: tuple[Kind, ...] = ("consent", "top_up", "transfer", "payment", "refund", "fulfilment")
+# A consent code: how many tries the subscriber gets.
+CONSENT_TRIES = 5
 Status = Literal["pending", "confirmed", "failed"]
 Fault = Literal["unavailable", "timeout", "lost_response"]
 
@@ -105,21 +111,45 @@ class _Capture:
     refunded_minor: int = 0
 
 
+@dataclasses.dataclass(slots=True)
+class _Consent:
+    """A one-time code texted to a line for one transfer; the code never leaves the line."""
+
+    msisdn: str
+    mb: int
+    code: str
+    expires_at: float
+    tries: int = 0
+    verified: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sms:
+    carrier: str
+    code: str
+    text: str
+    sent_at: float
+
+
 _Key = tuple[Kind, str, str]
 
 
 class _Parties:
     """The simulated parties' state: in memory, changed only under the lock."""
 
-    def __init__(self, behaviour: GatewayBehaviour, *, callback_secret: str) -> None:
+    def __init__(
+        self, behaviour: GatewayBehaviour, *, callback_secrets: Mapping[CallbackParty, str]
+    ) -> None:
         self.behaviour = behaviour
         self._rng = random.Random(behaviour.seed)
-        self._callbacks = CallbackSender(callback_secret)
+        self._callbacks = CallbackSender(callback_secrets)
         self._lock = asyncio.Lock()
         self._operations: dict[_Key, _Operation] = {}
         self._applied: dict[Kind, list[dict[str, object]]] = {kind: [] for kind in KINDS}
         self._lines: dict[tuple[str, str], _Line] = {}
         self._captures: dict[str, _Capture] = {}
+        self._consents: dict[tuple[str, str], _Consent] = {}
+        self._inboxes: dict[str, list[_Sms]] = {}
         self._fulfilled_quantity = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -298,23 +328,77 @@ class _Parties:
         )
         return _Decision("confirmed", reference=self._reference(carrier))
 
+    def send_consent_code(self, carrier: str, request: ConsentRequest) -> _Decision:
+        code = f"{secrets.randbelow(10**6):06d}"
+        now = time.time()
+        self._consents[(carrier, request.request_id)] = _Consent(
+            msisdn=request.msisdn,
+            mb=request.mb,
+            code=code,
+            expires_at=now + self.behaviour.consent_code_seconds,
+        )
+        text = f"{code} is your code to move {request.mb} MB of your plan to Flowbill."
+        self._inboxes.setdefault(request.msisdn, []).append(_Sms(carrier, code, text, now))
+        self._applied["consent"].append({"carrier": carrier, "request_id": request.request_id})
+        # Waiting for the subscriber: the code is on the phone, not in this answer.
+        return _Decision(
+            "pending", detail={"expires_in_seconds": self.behaviour.consent_code_seconds}
+        )
+
+    async def verify_consent(self, carrier: str, request_id: str, code: str) -> JSONResponse:
+        """Whether `code` is the one texted for this transfer: five tries, then locked."""
+        async with self._lock:
+            consent = self._consents.get((carrier, request_id))
+            if consent is None:
+                reason, status_code = "consent_not_found", 404
+            elif consent.verified:
+                reason, status_code = None, 200
+            elif consent.tries >= CONSENT_TRIES:
+                reason, status_code = "too_many_attempts", 422
+            elif time.time() >= consent.expires_at:
+                reason, status_code = "code_expired", 422
+            else:
+                consent.tries += 1
+                consent.verified = secrets.compare_digest(code, consent.code)
+                reason, status_code = (None, 200) if consent.verified else ("wrong_code", 422)
+        log.info(
+            "consent code checked",
+            extra={"carrier": carrier, "request_id": request_id, "reason": reason},
+        )
+        return JSONResponse(
+            {"request_id": request_id, "carrier": carrier,
+             "status": "failed" if reason else "confirmed", "reason": reason},
+            status_code=status_code,
+        )  # fmt: skip
+
+    def consent_refusal(self, carrier: str, request: TransferRequest) -> _Decision | None:
+        """Why a transfer may not be applied: no verified consent for this request and amount."""
+        consent = self._consents.get((carrier, request.request_id))
+        if consent is None or not consent.verified:
+            return _Decision("failed", reason="consent_required", failure_http_status=403)
+        if consent.mb != request.mb:
+            return _Decision("failed", reason="consent_mismatch")
+        return None
+
+    def messages(self, msisdn: str) -> list[dict[str, object]]:
+        """The texts a phone received, oldest first: only the phone sees its codes."""
+        return [dataclasses.asdict(sms) for sms in self._inboxes.get(msisdn, [])]
+
     def transfer(self, carrier: str, request: TransferRequest) -> _Decision:
-        line = self._line(carrier, request.msisdn)
+        msisdn = self._consents[(carrier, request.request_id)].msisdn
+        line = self._line(carrier, msisdn)
         if request.mb > line.plan_remaining_mb:
             return _Decision("failed", reason="insufficient_plan_data")
-        line.transferred_out_mb += request.mb
+        # A carrier may claim to have moved more than asked; the client must cap what it credits.
+        moved = min(request.mb + self.behaviour.transfer_bonus_mb, line.plan_remaining_mb)
+        line.transferred_out_mb += moved
         self._applied["transfer"].append(
-            {
-                "carrier": carrier,
-                "request_id": request.request_id,
-                "msisdn": request.msisdn,
-                "mb": request.mb,
-            }
+            {"carrier": carrier, "request_id": request.request_id, "msisdn": msisdn, "mb": moved}
         )
         return _Decision(
             "confirmed",
             reference=self._reference(carrier),
-            detail={"mb": request.mb, "validity_days": validity_days(carrier)},
+            detail={"mb": moved, "validity_days": validity_days(carrier)},
         )
 
     def charge(self, request: PaymentRequest) -> _Decision:

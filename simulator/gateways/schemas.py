@@ -19,8 +19,18 @@ class TopUpRequest(_Request):
     callback_url: str | None = None
 
 
-class TransferRequest(_Request):
+class ConsentRequest(_Request):
     msisdn: str
+    mb: int
+
+
+class ConsentVerification(BaseModel):
+    code: Annotated[str, Field(min_length=1, max_length=16)]
+
+
+class TransferRequest(_Request):
+    """Moves data out of the line that consented under the same request id."""
+
     mb: int
 
 

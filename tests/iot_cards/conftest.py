@@ -9,14 +9,14 @@ import pytest
 
 from flowbill.settings import Settings
 from simulator.iot_gateways import IotBehaviour, create_iot_gateway_app
-from tests.conftest import GATEWAY_SECRET, serving
+from tests.conftest import CALLBACK_SECRETS, serving
 from tests.iot_cards.factories import behave_iot
 from tests.wallet.factories import behave
 
 
 @pytest.fixture(scope="session")
 async def iot_gateway_url(settings: Settings) -> AsyncIterator[str]:
-    app = create_iot_gateway_app(IotBehaviour(), callback_secret=GATEWAY_SECRET)
+    app = create_iot_gateway_app(IotBehaviour(), callback_secret=CALLBACK_SECRETS["identity"])
     async with serving(app) as url:
         # The API reads its settings object at each request: point it at this simulator.
         settings.iot_gateway_url = url

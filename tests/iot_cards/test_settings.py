@@ -5,14 +5,17 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from flowbill.settings import Settings
+from flowbill.settings import CALLBACK_PARTIES, Settings
 
 
 def production(**values: object) -> Settings:
     base: dict[str, object] = {
         "environment": "production",
         "database_url": "postgresql://flowbill@127.0.0.1/flowbill",
-        "gateway_callback_secret": "a-real-callback-secret-of-some-length",
+        **{
+            f"{party}_callback_secret": f"a-real-{party}-callback-secret-of-32-bytes"
+            for party in CALLBACK_PARTIES
+        },
         "mqtt_password": "a-real-mqtt-password",
     }
     return Settings(**{**base, **values})  # type: ignore[arg-type]

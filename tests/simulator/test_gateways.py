@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from flowbill.settings import CallbackParty
 from simulator.gateways.app import create_gateway_app
 from simulator.gateways.behaviour import GatewayBehaviour
 from simulator.gateways.carriers import mask_msisdn
@@ -36,6 +37,12 @@ from wallet.gateways import (
 )
 
 SECRET = "test-callback-secret"
+# Each party signs with its own secret; the carrier's is SECRET.
+SECRETS: dict[CallbackParty, str] = {
+    "carrier": SECRET,
+    "payment": "test-payment-callback-secret",
+    "fulfilment": "test-fulfilment-callback-secret",
+}
 CARRIER = "cmcc-js"
 # The simulator hangs longer than the impatient adapter waits.
 HANG_SECONDS = 1.0
@@ -94,7 +101,7 @@ class CallbackReceiver:
 
 @pytest.fixture(scope="module")
 async def simulator_url() -> AsyncIterator[str]:
-    async with serving(create_gateway_app(GatewayBehaviour(), callback_secret=SECRET)) as url:
+    async with serving(create_gateway_app(GatewayBehaviour(), callback_secrets=SECRETS)) as url:
         yield url
 
 
@@ -339,7 +346,7 @@ async def test_pending_top_up_settles_with_a_signed_callback(
     assert result.outcome is Outcome.PENDING
     assert before.outcome is Outcome.PENDING
     assert applied_before == []
-    assert verify_callback(SECRET, delivery.body, delivery.signature, now=time.time())
+    assert verify_callback((SECRET,), delivery.body, delivery.signature, now=time.time())
     assert delivery.payload["kind"] == "top_up"
     assert delivery.payload["request_id"] == request_id
     assert delivery.payload["status"] == "confirmed"
@@ -392,7 +399,10 @@ async def test_callback_is_retried_until_the_receiver_accepts(
 
     assert result.outcome is Outcome.PENDING
     assert [attempt.accepted for attempt in callbacks.attempts(path)] == [False, True]
-    assert verify_callback(SECRET, delivery.body, delivery.signature, now=time.time())
+    # The payment provider signs with its own secret, never with the carrier's.
+    signature = delivery.signature
+    assert verify_callback((SECRETS["payment"],), delivery.body, signature, now=time.time())
+    assert not verify_callback((SECRET,), delivery.body, signature, now=time.time())
     assert (delivery.payload["kind"], delivery.payload["status"]) == ("payment", "confirmed")
     assert len(await applied(admin, "payment", request_id)) == 1
 
@@ -400,17 +410,37 @@ async def test_callback_is_retried_until_the_receiver_accepts(
 # --- carriers: transfers in ---------------------------------------------------------------
 
 
+async def consented(
+    gateways: HttpGateways, admin: httpx.AsyncClient, *, msisdn: str, mb: int
+) -> str:
+    """A transfer request id whose line's subscriber typed the code texted to the phone."""
+    request_id = new_id("xfer")
+    sent = await gateways.request_transfer_consent(
+        carrier=CARRIER, request_id=request_id, msisdn=msisdn, mb=mb
+    )
+    assert sent.outcome is Outcome.PENDING, sent
+    verified = await gateways.verify_transfer_consent(
+        carrier=CARRIER, request_id=request_id, code=(await texted(admin, msisdn))[-1]
+    )
+    assert verified.outcome is Outcome.CONFIRMED, verified
+    return request_id
+
+
+async def texted(admin: httpx.AsyncClient, msisdn: str) -> list[str]:
+    """The codes the phone received, read on the phone's side only."""
+    answer = await admin.get(f"/_simulator/phones/{msisdn}/messages")
+    assert answer.status_code == 200, answer.text
+    return [message["code"] for message in answer.json()["messages"]]
+
+
 async def test_transfer_moves_plan_data_out(
     gateways: HttpGateways, admin: httpx.AsyncClient
 ) -> None:
-    request_id, msisdn = new_id("xfer"), new_msisdn()
+    msisdn = new_msisdn()
+    request_id = await consented(gateways, admin, msisdn=msisdn, mb=40)
 
-    result = await gateways.submit_transfer_in(
-        carrier=CARRIER, request_id=request_id, msisdn=msisdn, mb=40
-    )
-    repeat = await gateways.submit_transfer_in(
-        carrier=CARRIER, request_id=request_id, msisdn=msisdn, mb=40
-    )
+    result = await gateways.submit_transfer_in(carrier=CARRIER, request_id=request_id, mb=40)
+    repeat = await gateways.submit_transfer_in(carrier=CARRIER, request_id=request_id, mb=40)
     status = await gateways.transfer_status(carrier=CARRIER, request_id=request_id)
 
     assert result.outcome is Outcome.CONFIRMED
@@ -434,16 +464,14 @@ async def test_transfer_beyond_the_plan_is_refused(
     remaining = plan_mb(CARRIER, msisdn)
     assert 100 <= remaining <= 2048
 
-    too_much = await gateways.submit_transfer_in(
-        carrier=CARRIER, request_id=new_id("xfer"), msisdn=msisdn, mb=remaining + 1
-    )
-    everything = await gateways.submit_transfer_in(
-        carrier=CARRIER, request_id=new_id("xfer"), msisdn=msisdn, mb=remaining
-    )
-    one_more = await gateways.submit_transfer_in(
-        carrier=CARRIER, request_id=new_id("xfer"), msisdn=msisdn, mb=1
-    )
-    bad_number = await gateways.submit_transfer_in(
+    async def transfer(mb: int) -> GatewayResult:
+        request_id = await consented(gateways, admin, msisdn=msisdn, mb=mb)
+        return await gateways.submit_transfer_in(carrier=CARRIER, request_id=request_id, mb=mb)
+
+    too_much = await transfer(remaining + 1)
+    everything = await transfer(remaining)
+    one_more = await transfer(1)
+    bad_number = await gateways.request_transfer_consent(
         carrier=CARRIER, request_id=new_id("xfer"), msisdn="10086", mb=1
     )
 
@@ -452,6 +480,52 @@ async def test_transfer_beyond_the_plan_is_refused(
     assert (one_more.outcome, one_more.reason) == (Outcome.FAILED, "insufficient_plan_data")
     assert (bad_number.outcome, bad_number.reason) == (Outcome.FAILED, "invalid_number")
     assert (await line(admin, msisdn))["plan_remaining_mb"] == 0
+
+
+async def test_no_transfer_without_the_lines_consent(
+    gateways: HttpGateways, admin: httpx.AsyncClient
+) -> None:
+    msisdn = new_msisdn()
+    unasked = await gateways.submit_transfer_in(carrier=CARRIER, request_id=new_id("xfer"), mb=10)
+    request_id = new_id("xfer")
+    await gateways.request_transfer_consent(
+        carrier=CARRIER, request_id=request_id, msisdn=msisdn, mb=10
+    )
+    code = (await texted(admin, msisdn))[-1]
+    unconfirmed = await gateways.submit_transfer_in(carrier=CARRIER, request_id=request_id, mb=10)
+    wrong = "000000" if code != "000000" else "111111"
+    tries = [
+        await gateways.verify_transfer_consent(carrier=CARRIER, request_id=request_id, code=wrong)
+        for _ in range(5)
+    ]
+    locked = await gateways.verify_transfer_consent(
+        carrier=CARRIER, request_id=request_id, code=code
+    )
+    unseen = await gateways.verify_transfer_consent(
+        carrier=CARRIER, request_id=new_id("xfer"), code=code
+    )
+
+    assert (unasked.outcome, unasked.reason) == (Outcome.FAILED, "consent_required")
+    assert (unconfirmed.outcome, unconfirmed.reason) == (Outcome.FAILED, "consent_required")
+    assert [(t.outcome, t.reason) for t in tries] == [(Outcome.FAILED, "wrong_code")] * 5
+    assert (locked.outcome, locked.reason) == (Outcome.FAILED, "too_many_attempts")
+    assert (unseen.outcome, unseen.reason) == (Outcome.FAILED, "consent_not_found")
+    assert msisdn not in (await ledger(admin))["lines"].get(CARRIER, {})
+    # The code is on the phone only: never in the ledger.
+    assert all("code" not in entry for entry in (await ledger(admin))["applied"]["consent"])
+
+
+async def test_a_consent_code_expires(gateways: HttpGateways, admin: httpx.AsyncClient) -> None:
+    await behave(admin, consent_code_seconds=0.1)
+    msisdn, request_id = new_msisdn(), new_id("xfer")
+    await gateways.request_transfer_consent(
+        carrier=CARRIER, request_id=request_id, msisdn=msisdn, mb=10
+    )
+    await asyncio.sleep(0.2)
+    late = await gateways.verify_transfer_consent(
+        carrier=CARRIER, request_id=request_id, code=(await texted(admin, msisdn))[-1]
+    )
+    assert (late.outcome, late.reason) == (Outcome.FAILED, "code_expired")
 
 
 # --- payments -----------------------------------------------------------------------------
@@ -651,7 +725,8 @@ def test_signed_callback_verifies() -> None:
     header = sign_callback(SECRET, BODY, now=NOW)
 
     assert header.startswith(f"t={int(NOW)},v1=")
-    assert verify_callback(SECRET, BODY, header, now=NOW + 299)
+    assert verify_callback((SECRET,), BODY, header, now=NOW + 299)
+    assert verify_callback(("the-next-secret", SECRET), BODY, header, now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -664,14 +739,14 @@ def test_signed_callback_verifies() -> None:
     ],
 )
 def test_callback_verification_rejects(secret: str, body: bytes, now: float) -> None:
-    assert not verify_callback(secret, body, sign_callback(SECRET, BODY, now=NOW), now=now)
+    assert not verify_callback((secret,), body, sign_callback(SECRET, BODY, now=NOW), now=now)
 
 
 @pytest.mark.parametrize(
     "header", [None, "", "v1=abc", f"t={int(NOW)}", "t=soon,v1=abc", "garbage"]
 )
 def test_callback_verification_rejects_malformed_headers(header: str | None) -> None:
-    assert not verify_callback(SECRET, BODY, header, now=NOW)
+    assert not verify_callback((SECRET,), BODY, header, now=NOW)
 
 
 def test_phone_numbers_are_masked() -> None:

@@ -137,3 +137,54 @@ async def settled(
         if time.monotonic() > deadline:
             raise AssertionError(f"order still {order['state']}: {order}")
         await asyncio.sleep(0.1)
+
+
+async def texted_codes(gateway_url: str, msisdn: str) -> list[str]:
+    """The one-time codes a phone received, oldest first: read on the phone's side."""
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=5) as client:
+        answer = await client.get(f"/_simulator/phones/{msisdn}/messages")
+        assert answer.status_code == 200, answer.text
+        return [str(message["code"]) for message in answer.json()["messages"]]
+
+
+async def placed_transfer_in(
+    http: httpx.AsyncClient, gateway_url: str, wallet: dict[str, str], *, carrier_id: str,
+    msisdn: str, mb: int,
+) -> tuple[str, str]:  # fmt: skip
+    """A transfer-in placed, and the code its carrier texted to the line: (order id, code)."""
+    before = len(await texted_codes(gateway_url, msisdn))
+    placed = await http.post(
+        "/v1/wallet/transfers-in",
+        json={"carrier_id": carrier_id, "phone": msisdn, "mb": mb},
+        headers=idem(wallet),
+    )
+    assert placed.status_code == 202, placed.text
+    assert placed.json()["state"] == "awaiting_consent"
+    deadline = time.monotonic() + 5
+    while len(codes := await texted_codes(gateway_url, msisdn)) == before:
+        assert time.monotonic() < deadline, "no code reached the phone"
+        await asyncio.sleep(0.05)
+    return str(placed.json()["order_id"]), codes[-1]
+
+
+async def confirm_transfer_in(
+    http: httpx.AsyncClient, wallet: dict[str, str], order_id: str, code: str
+) -> httpx.Response:
+    return await http.post(
+        f"/v1/wallet/transfers-in/{order_id}/confirmation", json={"code": code}, headers=wallet
+    )
+
+
+async def awaiting_transfer_in(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str, *,
+    mb: int, msisdn: str | None = None,
+) -> tuple[dict[str, str], str, str]:  # fmt: skip
+    """A driver holding 10 MB with a transfer-in of `mb` MB from a new carrier, waiting for
+    consent: (the driver's headers, order id, the code texted to the line)."""
+    carrier_id = await carrier(http, operator_key)
+    _, wallet = await funded_driver(http, settings, mb=10)
+    number = msisdn or "139" + "".join(secrets.choice("0123456789") for _ in range(8))
+    order_id, code = await placed_transfer_in(
+        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=number, mb=mb
+    )
+    return wallet, order_id, code

@@ -17,11 +17,14 @@ from flowbill.settings import Settings
 from tests.conftest import assert_problem, bearer
 from tests.wallet.factories import (
     MB,
+    awaiting_transfer_in,
     balance_of,
     behave,
     carrier,
+    confirm_transfer_in,
     funded_driver,
     idem,
+    placed_transfer_in,
     settled,
     simulator_ledger,
 )
@@ -219,31 +222,69 @@ async def test_a_transfer_in_credits_a_lot_with_the_carriers_validity(
     carrier_id = await carrier(http, operator_key)
     _, wallet = await funded_driver(http, settings, mb=10)
     number = phone()
-    placed = await http.post(
-        "/v1/wallet/transfers-in",
-        json={"carrier_id": carrier_id, "phone": number, "mb": 80},
-        headers=idem(wallet),
+    order_id, code = await placed_transfer_in(
+        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=number, mb=80
     )
-    assert placed.status_code == 202, placed.text
-    path = f"/v1/wallet/carrier-orders/{placed.json()['order_id']}"
+    confirmed = await confirm_transfer_in(http, wallet, order_id, code)
+    assert confirmed.status_code == 202, confirmed.text
+    assert confirmed.json()["state"] == "reserved"
+    path = f"/v1/wallet/carrier-orders/{order_id}"
     done = await settled(http, wallet, path, final={"confirmed", "failed"})
     assert done["state"] == "confirmed", done
+    assert (done["credited_mb"], done["consent_tries"]) == (80, 1)
     assert await balance_of(http, wallet) == 90 * MB
     lots = (await http.get("/v1/wallet/lots", headers=wallet)).json()["items"]
     transfer = next(lot for lot in lots if lot["source"] == f"transfer-in:{carrier_id}")
     assert transfer["granted_bytes"] == 80 * MB
+    # Confirming again answers the order; nothing moves twice.
+    again = await confirm_transfer_in(http, wallet, order_id, code)
+    assert again.status_code == 202, again.text
+    assert await balance_of(http, wallet) == 90 * MB
     # Beyond what is left of the plan: refused by the carrier, nothing credited.
-    too_much = await http.post(
-        "/v1/wallet/transfers-in",
-        json={"carrier_id": carrier_id, "phone": number, "mb": 5000},
-        headers=idem(wallet),
+    too_much, code = await placed_transfer_in(
+        http, gateway_url, wallet, carrier_id=carrier_id, msisdn=number, mb=5000
     )
+    assert (await confirm_transfer_in(http, wallet, too_much, code)).status_code == 202
     failed = await settled(
-        http, wallet, f"/v1/wallet/carrier-orders/{too_much.json()['order_id']}",
-        final={"confirmed", "failed"},
-    )  # fmt: skip
+        http, wallet, f"/v1/wallet/carrier-orders/{too_much}", final={"confirmed", "failed"}
+    )
     assert (failed["state"], failed["reason"]) == ("failed", "insufficient_plan_data")
     assert await balance_of(http, wallet) == 90 * MB
+    ledger = await simulator_ledger(gateway_url)
+    assert isinstance(ledger["applied"], dict)
+    assert [e["mb"] for e in ledger["applied"]["transfer"] if e["request_id"] == order_id] == [80]
+
+
+async def test_a_wrong_code_counts_a_try_and_the_right_one_still_works(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str
+) -> None:
+    wallet, order_id, code = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=20
+    )
+    wrong = "000000" if code != "000000" else "111111"
+    answer = assert_problem(
+        await confirm_transfer_in(http, wallet, order_id, wrong), 422, "consent-code-wrong"
+    )
+    assert answer["tries_left"] == 4
+    assert (await confirm_transfer_in(http, wallet, order_id, code)).status_code == 202
+    done = await settled(
+        http, wallet, f"/v1/wallet/carrier-orders/{order_id}", final={"confirmed", "failed"}
+    )
+    assert (done["state"], done["consent_tries"], done["credited_mb"]) == ("confirmed", 2, 20)
+
+
+async def test_a_transfer_in_waits_for_consent(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str, gateway_url: str
+) -> None:
+    wallet, order_id, _ = await awaiting_transfer_in(
+        http, settings, operator_key, gateway_url, mb=30
+    )
+    await asyncio.sleep(0.3)
+    order = (await http.get(f"/v1/wallet/carrier-orders/{order_id}", headers=wallet)).json()
+    assert order["state"] == "awaiting_consent"
+    assert order["phone"].count("*") == 4
+    assert await balance_of(http, wallet) == 10 * MB
+    assert await applied(gateway_url, "transfer", order_id) == []
 
 
 async def test_a_carrier_without_transfer_in_refuses_it(

@@ -40,6 +40,10 @@ class CarrierOrderRow:
     created_at: datetime
     updated_at: datetime
     settled_at: datetime | None
+    consent_tries: int
+    consent_expires_at: datetime | None
+    consented_at: datetime | None
+    credited_mb: int | None
 
 
 async def upsert_carrier(
@@ -82,19 +86,20 @@ async def list_carriers(conn: Connection, *, after: str | None, limit: int) -> l
 
 async def insert_carrier_order(
     conn: Connection, *, direction: str, user_id: str, key: str, carrier_id: str,
-    msisdn_masked: str, data_mb: int, state: str,
+    msisdn_masked: str, data_mb: int, state: str, consent_expires_at: datetime | None = None,
 ) -> tuple[CarrierOrderRow, bool]:  # fmt: skip
     """The order for (user, key): (order, created now). A concurrent twin waits here."""
     async with conn.cursor(row_factory=class_row(CarrierOrderRow)) as cur:
         await cur.execute(
             """
             INSERT INTO carrier_orders (direction, user_id, idempotency_key, carrier_id,
-                                        msisdn_masked, data_mb, state)
-            VALUES (%s, %s, %s, %s, %s, %s, %s)
+                                        msisdn_masked, data_mb, state, consent_expires_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING *
             """,
-            (direction, user_id, key, carrier_id, msisdn_masked, data_mb, state),
-        )
+            (direction, user_id, key, carrier_id, msisdn_masked, data_mb, state,
+             consent_expires_at),
+        )  # fmt: skip
         row = await cur.fetchone()
         if row is not None:
             return row, True
@@ -141,7 +146,7 @@ async def update_carrier_order(
     conn: Connection, order_id: UUID, *, state: str, reason: str | None = None,
     carrier_ref: str | None = None, reserve_txn_id: int | None = None,
     settle_txn_id: int | None = None, lot_id: int | None = None, attempt: bool = False,
-    settled: bool = False,
+    settled: bool = False, credited_mb: int | None = None,
 ) -> None:  # fmt: skip
     await conn.execute(
         """
@@ -149,13 +154,48 @@ async def update_carrier_order(
             carrier_ref = coalesce(%s, carrier_ref),
             reserve_txn_id = coalesce(%s, reserve_txn_id),
             settle_txn_id = coalesce(%s, settle_txn_id), lot_id = coalesce(%s, lot_id),
+            credited_mb = coalesce(%s, credited_mb),
             attempts = attempts + %s, updated_at = now(),
             settled_at = CASE WHEN %s THEN now() ELSE settled_at END
         WHERE order_id = %s
         """,
-        (state, reason, carrier_ref, reserve_txn_id, settle_txn_id, lot_id, int(attempt),
-         settled, order_id),
+        (state, reason, carrier_ref, reserve_txn_id, settle_txn_id, lot_id, credited_mb,
+         int(attempt), settled, order_id),
     )  # fmt: skip
+
+
+async def take_consent_try(conn: Connection, order_id: UUID) -> None:
+    """Count one try at the consent code, before the carrier is asked about it."""
+    await conn.execute(
+        "UPDATE carrier_orders SET consent_tries = consent_tries + 1, updated_at = now()"
+        " WHERE order_id = %s",
+        (order_id,),
+    )
+
+
+async def record_consent(conn: Connection, order_id: UUID) -> None:
+    """The line's subscriber consented: the order may go to the carrier."""
+    await conn.execute(
+        "UPDATE carrier_orders SET state = 'reserved', consented_at = now(), updated_at = now()"
+        " WHERE order_id = %s AND state = 'awaiting_consent'",
+        (order_id,),
+    )
+
+
+async def expire_consents(conn: Connection, *, now: datetime, limit: int) -> int:
+    """Fail orders whose consent code can no longer be confirmed; how many."""
+    cur = await conn.execute(
+        """
+        UPDATE carrier_orders SET state = 'failed', reason = 'consent_expired',
+            updated_at = now(), settled_at = now()
+        WHERE order_id IN (
+            SELECT order_id FROM carrier_orders
+            WHERE state = 'awaiting_consent' AND consent_expires_at <= %s
+            ORDER BY consent_expires_at LIMIT %s FOR UPDATE SKIP LOCKED)
+        """,
+        (now, limit),
+    )
+    return cur.rowcount
 
 
 async def open_carrier_orders(

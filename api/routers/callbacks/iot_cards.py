@@ -1,10 +1,9 @@
 """Late answers for IoT cards: payments (from the payment gateway) and identity checks (from
-the identity-check provider), signed with the shared gateway secret."""
+the identity-check provider), each signed with its party's own secret."""
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -21,24 +20,19 @@ from api.deps import (
     SettingsDep,
     after_response,
 )
-from flowbill.errors import InvalidInput, Unauthenticated
-from flowbill.settings import Settings
+from api.routers.callbacks.signatures import verified_body
+from flowbill.errors import InvalidInput
+from flowbill.settings import CallbackParty, Settings
 from iot_cards import settlement
-from wallet.gateways import SIGNATURE_HEADER, interpret, verify_callback
+from wallet.gateways import interpret
 
 router = APIRouter(tags=["gateways"])
 
 
-class InvalidSignature(Unauthenticated):
-    type_ = "invalid-signature"
-    title = "The callback's signature does not verify"
-
-
-async def _verified_payload(request: Request, settings: Settings) -> tuple[bytes, UUID]:
-    body = await request.body()
-    secret = settings.gateway_callback_secret.get_secret_value()
-    if not verify_callback(secret, body, request.headers.get(SIGNATURE_HEADER), now=time.time()):
-        raise InvalidSignature("sign callbacks with the shared secret, within five minutes")
+async def _verified_payload(
+    request: Request, settings: Settings, *, party: CallbackParty
+) -> tuple[bytes, UUID]:
+    body = await verified_body(request, settings, party=party)
     try:
         request_id = UUID(str(json.loads(body)["request_id"]))
     except (ValueError, KeyError, TypeError) as exc:
@@ -58,7 +52,7 @@ async def payment_callback(
     background: BackgroundTasks,
 ) -> Response:
     """The payment gateway reports how an IoT order's payment ended (signed)."""
-    body, order_id = await _verified_payload(request, settings)
+    body, order_id = await _verified_payload(request, settings, party="payment")
     result = interpret(200, body, reference_key="payment_ref", status_query=True)
     if await settlement.settle_payment(
         conn, order_id=order_id, result=result, now=datetime.now(UTC), calendar=calendar
@@ -74,7 +68,7 @@ async def payment_callback(
 @router.post(IDENTITY_PATH, status_code=status.HTTP_204_NO_CONTENT)
 async def identity_callback(request: Request, conn: ConnDep, settings: SettingsDep) -> Response:
     """The identity-check provider reports a real-name verification's outcome (signed)."""
-    body, verification_id = await _verified_payload(request, settings)
+    body, verification_id = await _verified_payload(request, settings, party="identity")
     result = interpret(200, body, reference_key="check_ref", status_query=True)
     await settlement.settle_verification(
         conn, verification_id=verification_id, result=result, now=datetime.now(UTC)

@@ -36,6 +36,7 @@ from wallet.schemas import (
     CarrierOrderPublic,
     CarrierPublic,
     CatalogueItemPublic,
+    ConsentConfirmation,
     ExchangeOrderPublic,
     ExchangeOrderRequest,
     HistoryEntry,
@@ -93,7 +94,7 @@ def _submit_after_response(
     gateways: HttpGateways,
     settings: Settings,
     order: CarrierOrderPublic,
-    phone: str,
+    phone: str | None,
 ) -> None:
     # After the response, so after the commit: the carrier only hears of committed orders.
     background.add_task(
@@ -145,12 +146,51 @@ async def transfer_in(
     body: TransferInRequest,
     background: BackgroundTasks,
 ) -> CarrierOrderPublic:
-    """Move unused in-plan data from your carrier into the wallet, with the carrier's validity."""
+    """Move unused in-plan data from your carrier into the wallet, with the carrier's validity.
+
+    Step one of two: the order waits for the line's consent (202, `awaiting_consent`) and the
+    carrier texts a one-time code to the phone. Confirm with it within five minutes
+    (`POST /v1/wallet/transfers-in/{order_id}/confirmation`); nothing moves before that.
+    """
     order, new = await withdrawals.request_transfer_in(
-        conn, user=str(caller.tenant_id), key=key, body=body
+        conn, user=str(caller.tenant_id), key=key, body=body, now=datetime.now(UTC)
     )
     if new:
-        _submit_after_response(background, pool, gateways, settings, order, body.phone)
+        # After the response, so after the commit; the number is passed on, never stored.
+        background.add_task(
+            after_response,
+            withdrawals.request_consent(
+                pool, gateways, order_id=order.order_id, msisdn=body.phone, now=datetime.now(UTC)
+            ),
+            what="carrier consent code",
+        )
+    return order
+
+
+@router.post("/transfers-in/{order_id}/confirmation", status_code=status.HTTP_202_ACCEPTED)
+async def confirm_transfer_in(
+    pool: PoolDep,
+    gateways: GatewaysDep,
+    settings: SettingsDep,
+    caller: DriverCallerWithoutTransaction,
+    order_id: UUID,
+    body: ConsentConfirmation,
+    background: BackgroundTasks,
+) -> CarrierOrderPublic:
+    """Consent to a transfer-in with the one-time code the carrier texted to the phone.
+
+    The right code moves the order on (202, `reserved`, then `submitted` and `confirmed`; the
+    wallet is credited what you asked for, or less if the carrier moved less). A wrong code
+    answers 422 `consent-code-wrong` with `tries_left`; the fifth wrong one, or a code older
+    than five minutes, fails the order (409 `consent-failed` / `consent-expired`). Repeating
+    a confirmation that went through answers the order again: the order id keys it.
+    """
+    order, consented = await withdrawals.confirm_transfer_in(
+        pool, gateways, user=str(caller.tenant_id), order_id=order_id, code=body.code,
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    if consented:
+        _submit_after_response(background, pool, gateways, settings, order, None)
     return order
 
 
