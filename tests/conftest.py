@@ -34,6 +34,7 @@ from ingest import mqtt_session
 from ingest.protocol import iccid_check_digit
 from simulator.gateways.app import create_gateway_app
 from simulator.gateways.behaviour import GatewayBehaviour
+from simulator.iot_gateways import IotBehaviour, create_iot_gateway_app
 from tenants import service as tenants
 from tenants.schemas import Role
 
@@ -257,6 +258,27 @@ async def gateway_url(settings: Settings) -> AsyncIterator[str]:
     app = create_gateway_app(GatewayBehaviour(), callback_secrets=CALLBACK_SECRETS)
     async with serving(app, port=int(settings.gateway_url.rsplit(":", 1)[1])) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+async def iot_gateway_url(settings: Settings) -> AsyncIterator[str]:
+    """The simulated identity-check provider and invoicing service, over real HTTP; the API
+    reads its settings object at each request, so it is pointed at this one simulator."""
+    app = create_iot_gateway_app(IotBehaviour(), callback_secret=CALLBACK_SECRETS["identity"])
+    async with serving(app) as url:
+        settings.iot_gateway_url = url
+        yield url
+
+
+@pytest.fixture
+async def good_day(gateway_url: str, iot_gateway_url: str) -> None:
+    """Every simulated outside party back to a good day (no delays, no failures)."""
+    # Imported here: the factories import this module.
+    from tests.iot_cards.factories import behave_iot
+    from tests.wallet.factories import behave
+
+    await behave(gateway_url)
+    await behave_iot(iot_gateway_url)
 
 
 @contextlib.asynccontextmanager

@@ -9,10 +9,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from flowbill.settings import Settings
 from tests.conftest import assert_problem
-from tests.iot_cards.conftest import good_day, iot_gateway_url  # noqa: F401
 from tests.iot_cards.factories import (
     Store,
     active_card,
@@ -22,6 +22,9 @@ from tests.iot_cards.factories import (
     poll,
     sweep,
 )
+
+# The simulated outside parties start each test on a good day.
+pytestmark = pytest.mark.usefixtures("good_day")
 
 
 async def refund(http: httpx.AsyncClient, store: Store, order_id: str) -> None:
