@@ -66,36 +66,47 @@ REFUSED_OTHERWISE = {
     # one car, so registering another automaker's is a conflict, not a missing thing.
     ("PUT", "/v1/sponsor/vehicles/{vin}"): (409, "vehicle-of-another-automaker"),
 }
+# GET routes whose thing A has none of in the sweep's world, and why (B's 404 is then checked
+# against the ownership test that comes first in the endpoint).
+HOLDER_SEES_NOTHING = {
+    "/v1/sponsor/sims/{iccid}/coverage": "coverage is computed by a billing run",
+    "/v1/merchant/iot/orders/{order_id}/refund": "no refund was asked for",
+}
 # Required query parameters, filled with a harmless valid value: the route is judged on its ids.
 QUERY = {"period": f"{datetime.now(UTC):%Y-%m}"}
 
 # Known-good bodies: FastAPI validates a body before the endpoint runs, so `{}` would answer 422
 # before any ownership check. Each is built from the world (A's values where a body names them).
-Body = Callable[["World"], dict[str, Any]]
+Body = Callable[["World", Role], dict[str, Any]]
 BODIES: dict[str, Body] = {
-    "/v1/wallet/transfers-in/{order_id}/confirmation": lambda w: {"code": w.transfer_in_code},
-    "/v1/wallet/exchange-orders/{order_id}/returns": lambda w: {"quantity": 1},
-    "/v1/merchant/exchange-orders/{order_id}/fulfilment": lambda w: {"delivered": True},
-    "/v1/sponsor/vehicles/{vin}": lambda w: {"model": "Taken", "iccids": []},
-    "/v1/sponsor/policies/{policy_id}/terms": lambda w: {
+    "/v1/wallet/transfers-in/{order_id}/confirmation": lambda w, role: {"code": w.transfer_in_code},
+    "/v1/wallet/exchange-orders/{order_id}/returns": lambda w, role: {"quantity": 1},
+    "/v1/merchant/exchange-orders/{order_id}/fulfilment": lambda w, role: {"delivered": True},
+    "/v1/sponsor/vehicles/{vin}": lambda w, role: {"model": "Taken", "iccids": []},
+    "/v1/sponsor/policies/{policy_id}/terms": lambda w, role: {
         "scope": {"kind": "automaker", "automaker_id": w.ids["automaker_id"]},
         "categories": ["telematics"],
         "unit_price": "0.50",
     },
-    "/v1/webhooks/endpoints/{endpoint_id}": lambda w: {"description": "taken", "enabled": True},
-    "/v1/webhooks/endpoints/{endpoint_id}/replay-failed": lambda w: {
+    "/v1/webhooks/endpoints/{endpoint_id}": lambda w, role: {
+        "description": "taken",
+        "enabled": True,
+    },
+    "/v1/webhooks/endpoints/{endpoint_id}/replay-failed": lambda w, role: {
         "since": "2020-01-01T00:00:00Z"
     },
-    "/v1/webhooks/messages/{msg_id}/replay": lambda w: {"endpoint_id": w.ids["endpoint_id"]},
-    "/v1/merchant/iot/cards/{iccid}/commands": lambda w: {"command": "suspend"},
-    "/v1/merchant/iot/cards/{iccid}/activation": lambda w: {"imei": new_imei()},
-    "/v1/merchant/iot/cards/{iccid}/device-reports": lambda w: {"imei": new_imei()},
-    "/v1/merchant/iot/orders/{order_id}/refunds": lambda w: {"reason": "taken"},
-    "/v1/iot/cards/{iccid}/verification": lambda w: person(),
-    "/v1/iot/cards/{iccid}/activation": lambda w: {"imei": new_imei()},
-    "/v1/iot/cards/{iccid}/commands": lambda w: {"command": "suspend"},
-    "/v1/iot/cards/{iccid}/device-reports": lambda w: {"imei": new_imei()},
-    "/v1/iot/cards/{iccid}/recharges": lambda w: {"plan_id": w.ids["plan_id"]},
+    "/v1/webhooks/messages/{msg_id}/replay": lambda w, role: {
+        "endpoint_id": w.ids[BY_NAME.get((role, "endpoint_id"), "endpoint_id")]
+    },
+    "/v1/merchant/iot/cards/{iccid}/commands": lambda w, role: {"command": "suspend"},
+    "/v1/merchant/iot/cards/{iccid}/activation": lambda w, role: {"imei": new_imei()},
+    "/v1/merchant/iot/cards/{iccid}/device-reports": lambda w, role: {"imei": new_imei()},
+    "/v1/merchant/iot/orders/{order_id}/refunds": lambda w, role: {"reason": "taken"},
+    "/v1/iot/cards/{iccid}/verification": lambda w, role: person(),
+    "/v1/iot/cards/{iccid}/activation": lambda w, role: {"imei": new_imei()},
+    "/v1/iot/cards/{iccid}/commands": lambda w, role: {"command": "suspend"},
+    "/v1/iot/cards/{iccid}/device-reports": lambda w, role: {"imei": new_imei()},
+    "/v1/iot/cards/{iccid}/recharges": lambda w, role: {"plan_id": w.ids["plan_id"]},
 }
 
 # Which of A's ids fills a path parameter: by role and name, unless the route says otherwise.
@@ -112,6 +123,8 @@ BY_NAME: dict[tuple[Role, str], str] = {
     (Role.DRIVER, "iccid"): "card_iccid",
     (Role.DRIVER, "invoice_id"): "holder_invoice_id",
     (Role.DRIVER, "vin"): "vin",
+    (Role.MERCHANT, "endpoint_id"): "merchant_endpoint_id",
+    (Role.MERCHANT, "msg_id"): "merchant_msg_id",
 }
 BY_ROUTE: dict[tuple[str, str], str] = {
     ("/v1/wallet/transfers-in/{order_id}/confirmation", "order_id"): "transfer_in_id",
@@ -130,7 +143,8 @@ ANY_ROLE = {"endpoint_id": "endpoint_id", "msg_id": "msg_id", "key_id": "key_id"
 # `web_sessions` (a request stamps `last_used_at`), and the usage tables the session's ingest
 # workers write at any time (`usage_*`, `sim_boots`, `ingest_rejects`). Each is compared only on
 # the rows that mention one of the sweep's tenants or A's ids, so other tests' work in the
-# shared database does not count.
+# shared database does not count; ledger entries name accounts, not tenants, so the ledger is
+# watched through its accounts' cached balances, the lots and `check_books`.
 WATCHED = (
     "tenants", "ledger_accounts", "ledger_transactions", "wallet_lots", "wallet_draws",
     "campaigns", "campaign_rewards", "carrier_orders", "exchange_orders",
@@ -149,6 +163,8 @@ class World:
     ids: dict[str, str] = field(default_factory=dict)
     # The ids of A's things per role: the key ids and the tenants are per role.
     keys: dict[Role, str] = field(default_factory=dict)
+    # Who holds each id (its headers): A reads each of its things, so a 404 to B means something.
+    holders: dict[tuple[Role, str], dict[str, str]] = field(default_factory=dict)
     strangers: dict[Role, dict[str, str]] = field(default_factory=dict)
     tenants: list[str] = field(default_factory=list)
     transfer_in_code: str = ""
@@ -156,11 +172,22 @@ class World:
     def value(self, route: APIRoute, role: Role, name: str) -> str:
         if name == "key_id":
             return self.keys[role]
+        return self.ids[self._id_name(route, role, name)]
+
+    def holder(self, route: APIRoute, role: Role) -> dict[str, str]:
+        """Tenant A's headers for the route: the holder of its (first) id."""
+        name = route.dependant.path_params[0].name
+        if name == "key_id":
+            return self.holders[role, name]
+        return self.holders[role, self._id_name(route, role, name)]
+
+    @staticmethod
+    def _id_name(route: APIRoute, role: Role, name: str) -> str:
         if (route.path, name) in BY_ROUTE:
-            return self.ids[BY_ROUTE[route.path, name]]
+            return BY_ROUTE[route.path, name]
         if (role, name) in BY_NAME:
-            return self.ids[BY_NAME[role, name]]
-        return self.ids[ANY_ROLE[name]]
+            return BY_NAME[role, name]
+        return ANY_ROLE[name]
 
 
 def _has_ids(route: APIRoute) -> bool:
@@ -226,12 +253,16 @@ async def world(
             world.tenants.append(tenant_id)
             tenant_id, key = await make_tenant(settings, role=role)
             world.keys[role] = await _key_id(http, key)
+            world.holders[role, "key_id"] = bearer(key)
             world.tenants.append(tenant_id)
 
         # Merchant A (promotions): a campaign and goods on the exchange.
         shop = await Shop(http, settings).open(mb=1000)
         campaign = await shop.campaign()
         world.ids["campaign_id"] = str(campaign["campaign_id"])
+        world.ids["merchant_endpoint_id"], world.ids["merchant_msg_id"] = await _webhook(
+            http, shop.merchant
+        )
         item = await http.post(
             "/v1/operator/wallet/catalogue",
             json={"kind": "merchant_goods", "name": "Phone case", "sku": "xsweep-case",
@@ -297,19 +328,7 @@ async def world(
         )  # fmt: skip
         assert policy.status_code == 201, policy.text
         world.ids["policy_id"] = str(policy.json()["policy_id"])
-        endpoint = await http.post(
-            "/v1/webhooks/endpoints", json={"url": "https://hooks.example.com/a"},
-            headers=automaker,
-        )  # fmt: skip
-        assert endpoint.status_code == 201, endpoint.text
-        world.ids["endpoint_id"] = str(endpoint.json()["endpoint_id"])
-        path = f"/v1/webhooks/endpoints/{world.ids['endpoint_id']}"
-        sent = await http.post(f"{path}/test", headers=automaker)
-        assert sent.status_code == 202, sent.text
-        world.ids["msg_id"] = str(sent.json()["msg_id"])
-        # Disabled, so that no delivery attempt changes the message while the sweep runs.
-        paused = await http.patch(path, json={"enabled": False}, headers=automaker)
-        assert paused.status_code == 200, paused.text
+        world.ids["endpoint_id"], world.ids["msg_id"] = await _webhook(http, automaker)
 
         # Merchant A (IoT cards): a store; driver A holds one of its cards, with an order, an
         # invoice and a usage threshold.
@@ -334,7 +353,32 @@ async def world(
         )
         assert threshold.status_code == 201, threshold.text
         world.ids["threshold_id"] = str(threshold.json()["threshold_id"])
+    for name in ("campaign_id", "exchange_order_id", "merchant_endpoint_id", "merchant_msg_id"):
+        world.holders[Role.MERCHANT, name] = shop.merchant
+    for name in ("card_iccid", "iot_order_id", "driver_id", "merchant_invoice_id", "threshold_id"):
+        world.holders[Role.MERCHANT, name] = store.merchant
+    for name in ("automaker_id", "iccid", "vin", "policy_id", "endpoint_id", "msg_id"):
+        world.holders[Role.SPONSOR, name] = automaker
+    for name in ("exchange_order_id", "carrier_order_id", "transfer_in_id", "vin", "invited_vin",
+                 "card_iccid", "iot_order_id", "holder_invoice_id"):  # fmt: skip
+        world.holders[Role.DRIVER, name] = driver
     return world
+
+
+async def _webhook(http: httpx.AsyncClient, headers: dict[str, str]) -> tuple[str, str]:
+    """A webhook endpoint with one message; (endpoint id, message id)."""
+    endpoint = await http.post(
+        "/v1/webhooks/endpoints", json={"url": "https://hooks.example.com/a"}, headers=headers
+    )
+    assert endpoint.status_code == 201, endpoint.text
+    endpoint_id = str(endpoint.json()["endpoint_id"])
+    path = f"/v1/webhooks/endpoints/{endpoint_id}"
+    sent = await http.post(f"{path}/test", headers=headers)
+    assert sent.status_code == 202, sent.text
+    # Disabled, so that no delivery attempt changes the message while the sweep runs.
+    paused = await http.patch(path, json={"enabled": False}, headers=headers)
+    assert paused.status_code == 200, paused.text
+    return endpoint_id, str(sent.json()["msg_id"])
 
 
 def _vin() -> str:
@@ -358,7 +402,8 @@ def _fill(route: APIRoute, role: Role, world: World) -> str:
 
 def _checksums(settings: Settings, world: World) -> dict[str, str]:
     # The rows that mention a tenant of the sweep or one of A's ids: what the sweep could move.
-    marks = "|".join(re.escape(v) for v in [*world.tenants, *world.ids.values()])
+    # Short ids (a policy's number) would match unrelated rows: their rows carry A's tenant id.
+    marks = "|".join(re.escape(v) for v in [*world.tenants, *world.ids.values()] if len(v) >= 8)
     with psycopg.connect(settings.database_dsn) as conn:
         return {
             table: str(
@@ -381,6 +426,20 @@ async def _books(settings: Settings) -> list[str]:
         await conn.close()
 
 
+async def test_tenant_a_reads_each_of_its_ids(http: httpx.AsyncClient, world: World) -> None:
+    """The control: every id the sweep uses is real, so B's 404 is a refusal, not a typo."""
+    unread = []
+    for route, method, role in _swept():
+        if method != "GET" or route.path in HOLDER_SEES_NOTHING:
+            continue
+        query = {p.name: QUERY[p.name] for p in route.dependant.query_params if p.name in QUERY}
+        holder = world.holder(route, role)
+        answer = await http.get(_fill(route, role, world), params=query, headers=holder)
+        if answer.status_code != 200:
+            unread.append(f"{role} {route.path}: {answer.status_code} {answer.text[:120]}")
+    assert unread == [], "\n".join(unread)
+
+
 async def test_tenant_b_gets_404_for_every_id_of_tenant_a(
     http: httpx.AsyncClient, settings: Settings, world: World
 ) -> None:
@@ -388,7 +447,7 @@ async def test_tenant_b_gets_404_for_every_id_of_tenant_a(
     leaks = []
     for route, method, role in _swept():
         path = _fill(route, role, world)
-        body = BODIES[route.path](world) if route.path in BODIES else None
+        body = BODIES[route.path](world, role) if route.path in BODIES else None
         query = {p.name: QUERY[p.name] for p in route.dependant.query_params if p.name in QUERY}
         answer = await http.request(
             method, path, json=body, params=query,
