@@ -181,13 +181,15 @@ class World:
             return self.holders[role, name]
         return self.holders[role, self._id_name(route, role, name)]
 
+    def _id_name(self, route: APIRoute, role: Role, name: str) -> str:
+        found = self.id_name(route, role, name)
+        assert found is not None, f"no id of A's for {{{name}}} in {route.path}"
+        return found
+
     @staticmethod
-    def _id_name(route: APIRoute, role: Role, name: str) -> str:
-        if (route.path, name) in BY_ROUTE:
-            return BY_ROUTE[route.path, name]
-        if (role, name) in BY_NAME:
-            return BY_NAME[role, name]
-        return ANY_ROLE[name]
+    def id_name(route: APIRoute, role: Role, name: str) -> str | None:
+        """The name of A's id that fills the path parameter, if the sweep knows one."""
+        return BY_ROUTE.get((route.path, name)) or BY_NAME.get((role, name)) or ANY_ROLE.get(name)
 
 
 def _has_ids(route: APIRoute) -> bool:
@@ -204,7 +206,7 @@ def _swept() -> list[tuple[APIRoute, str, Role]]:
         (route, method, role)
         for route in _routes()
         if _has_ids(route) and route.path not in NOT_SWEPT
-        for method in sorted(route.methods - {"HEAD"})
+        for method in sorted((route.methods or set()) - {"HEAD"})
         for role in _roles(route)
     ]
 
@@ -229,6 +231,13 @@ def test_every_route_with_an_id_is_swept_or_listed() -> None:
         if param.field_info.is_required()
     }
     assert queries <= set(QUERY), f"needs a query value: {queries - set(QUERY)}"
+    unmapped = {
+        f"{role} {route.path} {{{param.name}}}"
+        for route, _, role in _swept()
+        for param in route.dependant.path_params
+        if param.name != "key_id" and World.id_name(route, role, param.name) is None
+    }
+    assert not unmapped, f"which of A's ids fills these? {unmapped}"
 
 
 async def _key_id(http: httpx.AsyncClient, key: str) -> str:
