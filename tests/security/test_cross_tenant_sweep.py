@@ -11,8 +11,9 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -23,8 +24,9 @@ from flowbill import db
 from flowbill.settings import Settings
 from flowbill.units import MB
 from tenants.schemas import Role
+from tests.billing import statement_factories
 from tests.conftest import assert_problem, bearer, make_tenant, new_iccid
-from tests.iot_cards.factories import Store, active_card, new_imei, person, poll
+from tests.iot_cards.factories import Store, active_card, behave_iot, new_imei, person, poll
 from tests.security.test_role_sweep import _admitted, _routes
 from tests.sponsors.factories import fit_vehicle
 from tests.wallet.factories import (
@@ -51,12 +53,6 @@ NOT_SWEPT = {
     "/v1/merchant/partners/{partner_id}": "names a partner to link, not A's thing",
     "/v1/iot/stores/{merchant_id}": "a merchant's public store front, open to every driver",
     "/v1/merchant/iot/plans/{plan_id}": "the operator's wholesale plan, priced by every merchant",
-    # These need a closed billing period over stored usage, which the sweep's world does not
-    # build; their stranger checks live in tests/billing/test_invoices.py.
-    "/v1/sponsor/statements/{period}/lines/{line_id}/items": "needs billed usage (a line)",
-    "/v1/sponsor/invoices/{number}": "needs a closed period (an invoice)",
-    "/v1/sponsor/invoices/{number}/credit-notes": "needs a closed period (an invoice)",
-    "/v1/sponsor/credit-notes/{number}": "needs a closed period and a credit note",
 }
 OPERATOR_ONLY = "operator routes are platform-wide by design"
 # Swept routes that refuse B with another problem than 404, and why that is right; nothing may
@@ -114,6 +110,10 @@ BY_NAME: dict[tuple[Role, str], str] = {
     (Role.SPONSOR, "vin"): "vin",
     (Role.SPONSOR, "iccid"): "iccid",
     (Role.SPONSOR, "policy_id"): "policy_id",
+    (Role.SPONSOR, "number"): "invoice_number",
+    (Role.SPONSOR, "line_id"): "line_id",
+    # A period names the caller's own month; the one of A's billed line, so the line is A's.
+    (Role.SPONSOR, "period"): "billed_period",
     (Role.MERCHANT, "campaign_id"): "campaign_id",
     (Role.MERCHANT, "iccid"): "card_iccid",
     (Role.MERCHANT, "order_id"): "iot_order_id",
@@ -133,6 +133,7 @@ BY_ROUTE: dict[tuple[str, str], str] = {
     ("/v1/wallet/exchange-orders/{order_id}/returns", "order_id"): "exchange_order_id",
     ("/v1/merchant/exchange-orders/{order_id}/fulfilment", "order_id"): "exchange_order_id",
     ("/v1/iot/orders/{order_id}", "order_id"): "iot_order_id",
+    ("/v1/sponsor/credit-notes/{number}", "number"): "credit_note_number",
     ("/v1/driver/vehicle-invitations/{vin}/accept", "vin"): "invited_vin",
     ("/v1/driver/vehicle-invitations/{vin}/decline", "vin"): "invited_vin",
 }
@@ -152,7 +153,7 @@ WATCHED = (
     "sims", "sim_owners", "policies", "policy_terms", "sponsor_partnerships", "partner_links",
     "iot_cards", "iot_card_history", "iot_card_grants", "iot_orders", "iot_refunds",
     "iot_verifications", "iot_invoices", "iot_usage_thresholds", "webhook_endpoints",
-    "webhook_messages",
+    "webhook_messages", "invoices", "credit_notes",
 )  # fmt: skip
 
 
@@ -253,6 +254,7 @@ async def world(
     world = World()
     async with httpx.AsyncClient(base_url=api_url, timeout=15) as http:
         await behave(gateway_url)
+        await behave_iot(iot_gateway_url)
         # Tenant B of each role: a key, and nothing else.
         for role in Role:
             if role is Role.OPERATOR:
@@ -338,6 +340,7 @@ async def world(
         assert policy.status_code == 201, policy.text
         world.ids["policy_id"] = str(policy.json()["policy_id"])
         world.ids["endpoint_id"], world.ids["msg_id"] = await _webhook(http, automaker)
+        billed = await _billed_sponsor(http, settings, operator_key, world)
 
         # Merchant A (IoT cards): a store; driver A holds one of its cards, with an order, an
         # invoice and a usage threshold.
@@ -368,10 +371,51 @@ async def world(
         world.holders[Role.MERCHANT, name] = store.merchant
     for name in ("automaker_id", "iccid", "vin", "policy_id", "endpoint_id", "msg_id"):
         world.holders[Role.SPONSOR, name] = automaker
+    for name in ("billed_period", "invoice_number", "credit_note_number", "line_id"):
+        world.holders[Role.SPONSOR, name] = billed
     for name in ("exchange_order_id", "carrier_order_id", "transfer_in_id", "vin", "invited_vin",
                  "card_iccid", "iot_order_id", "holder_invoice_id"):  # fmt: skip
         world.holders[Role.DRIVER, name] = driver
     return world
+
+
+async def _billed_sponsor(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str, world: World
+) -> dict[str, str]:
+    """Sponsor A's billed month: stored allocations, closed into an invoice with a credit note
+    and a statement line; returns the sponsor's headers."""
+    period = date(2025, 9, 1)
+    sponsor_id, key = await make_tenant(settings, role=Role.SPONSOR)
+    world.tenants.append(sponsor_id)
+    async with statement_factories.committed(settings) as conn:
+        policy = await statement_factories.policy(
+            conn, sponsor_id=UUID(sponsor_id), unit_price="1", currency="CNY",
+            categories=("navigation",),
+        )  # fmt: skip
+        await statement_factories.allocate(
+            conn, window_start=statement_factories.at(period), app=statement_factories.app_id(),
+            category="navigation", data_bytes=3 * MB, policy=policy,
+        )  # fmt: skip
+    world.ids["billed_period"] = f"{period:%Y-%m}"
+    headers = bearer(key)
+    statement = await http.get(f"/v1/sponsor/statements/{period:%Y-%m}", headers=headers)
+    assert statement.status_code == 200, statement.text
+    world.ids["line_id"] = str(statement.json()["lines"][0]["line_id"])
+    operator = bearer(operator_key)
+    closed = await http.post(
+        f"/v1/operator/billing/sponsors/{sponsor_id}/periods/{period:%Y-%m}/close",
+        headers=idem(operator),
+    )
+    assert closed.status_code == 201, closed.text
+    world.ids["invoice_number"] = str(closed.json()["number"])
+    note = await http.post(
+        f"/v1/operator/billing/invoices/{world.ids['invoice_number']}/credit-notes",
+        json={"reason": "goodwill", "lines": [{"line_no": 1, "amount_minor": 10}]},
+        headers=idem(operator),
+    )
+    assert note.status_code == 201, note.text
+    world.ids["credit_note_number"] = str(note.json()["number"])
+    return headers
 
 
 async def _webhook(http: httpx.AsyncClient, headers: dict[str, str]) -> tuple[str, str]:
