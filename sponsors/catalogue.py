@@ -7,7 +7,7 @@ from __future__ import annotations
 from flowbill import paging
 from flowbill.db import Connection
 from flowbill.paging import Page
-from sponsors import repository
+from sponsors import catalogue_repository as repository
 from sponsors.errors import AppNotFound
 from sponsors.schemas import CatalogueApp, CatalogueAppUpdate
 
