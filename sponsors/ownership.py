@@ -68,7 +68,7 @@ async def assign_provisioned(
         )
     new = sorted(set(iccids) - {i for i, o in current.items() if o == owner_id})
     if new:
-        await repository.set_owner(conn, new, owner_id=owner_id, effective_from=now)
+        await repository.set_owner(conn, new, owner_id=owner_id, effective_from=now, applied=True)
 
 
 async def change_owner(
@@ -85,14 +85,34 @@ async def change_owner(
     if effective < now - _CLOCK_SKEW:
         raise EffectiveInThePast("`effective_from` must not be in the past")
     effective = max(effective, now)
-    await repository.set_owner(conn, [iccid], owner_id=body.owner_id, effective_from=effective)
-    if effective <= now:
-        await repository.unfit_from_others(conn, [iccid], body.owner_id)
+    applied = effective <= now
+    await repository.set_owner(
+        conn, [iccid], owner_id=body.owner_id, effective_from=effective, applied=applied
+    )
+    if applied:
+        await repository.unfit_from_others(conn, [iccid], now)
     history = await repository.owner_history(conn, iccid, after=effective - _EPSILON, limit=1)
     return SimOwnerPublic.model_validate(history[0])
 
 
 _EPSILON = timedelta(microseconds=1)
+
+
+async def apply_due_changes(conn: Connection, *, now: datetime, limit: int = 10_000) -> list[str]:
+    """Apply the owner changes dated earlier that have taken effect by `now`: their SIMs leave
+    the vehicles of automakers that no longer own them. Returns the SIMs taken out of a
+    vehicle (their coverage changed). The billing run calls it before each batch."""
+    due = await repository.due_changes(conn, now, limit=limit)
+    if not due:
+        return []
+    gone = await repository.unfit_from_others(conn, sorted({iccid for iccid, _ in due}), now)
+    await repository.mark_applied(conn, due)
+    return gone
+
+
+async def owner_changes_applied_since(conn: Connection, since: datetime) -> list[str]:
+    """SIMs whose owner change took effect since a moment (they may have left a vehicle)."""
+    return await repository.applied_since(conn, since)
 
 
 async def owner_history(

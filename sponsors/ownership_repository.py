@@ -28,14 +28,49 @@ async def provisioned(
 
 
 async def set_owner(
-    conn: Connection, iccids: Sequence[str], *, owner_id: UUID | None, effective_from: datetime
+    conn: Connection,
+    iccids: Sequence[str],
+    *,
+    owner_id: UUID | None,
+    effective_from: datetime,
+    applied: bool,
 ) -> None:
+    """Record an owner from a moment on; `applied` when its unfitting is done in the same
+    transaction (a change dated later is applied by `apply_due`)."""
     await conn.execute(
-        """INSERT INTO sim_owners (iccid, effective_from, owner_id)
-           SELECT unnest(%s::text[]), %s, %s
+        """INSERT INTO sim_owners (iccid, effective_from, owner_id, applied_at)
+           SELECT unnest(%s::text[]), %s, %s, CASE WHEN %s THEN now() END
            ON CONFLICT (iccid, effective_from) DO UPDATE
-           SET owner_id = excluded.owner_id, set_at = now()""",
-        (sorted(iccids), effective_from, owner_id),
+           SET owner_id = excluded.owner_id, set_at = now(), applied_at = excluded.applied_at""",
+        (sorted(iccids), effective_from, owner_id, applied),
+    )
+
+
+async def due_changes(conn: Connection, now: datetime, *, limit: int) -> list[tuple[str, datetime]]:
+    """Owner changes that took effect and are not applied yet, locked (a concurrent run skips
+    them), oldest first."""
+    cur = await conn.execute(
+        """SELECT iccid, effective_from FROM sim_owners
+           WHERE applied_at IS NULL AND effective_from <= %s
+           ORDER BY effective_from, iccid LIMIT %s FOR UPDATE SKIP LOCKED""",
+        (now, limit),
+    )
+    return [(r[0], r[1]) for r in await cur.fetchall()]
+
+
+async def applied_since(conn: Connection, since: datetime) -> list[str]:
+    cur = await conn.execute(
+        "SELECT DISTINCT iccid FROM sim_owners WHERE applied_at >= %s ORDER BY iccid", (since,)
+    )
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def mark_applied(conn: Connection, changes: Sequence[tuple[str, datetime]]) -> None:
+    await conn.execute(
+        """UPDATE sim_owners o SET applied_at = now()
+           FROM unnest(%s::text[], %s::timestamptz[]) AS d (iccid, effective_from)
+           WHERE o.iccid = d.iccid AND o.effective_from = d.effective_from""",
+        ([c[0] for c in changes], [c[1] for c in changes]),
     )
 
 
@@ -73,14 +108,26 @@ async def owner_history(
         return await cur.fetchall()
 
 
-async def unfit_from_others(conn: Connection, iccids: Sequence[str], owner_id: UUID | None) -> None:
-    """Take these SIMs out of vehicles that are not their owner's."""
-    await conn.execute(
-        """DELETE FROM vehicle_sims s USING vehicles v
-           WHERE s.vin = v.vin AND s.iccid = ANY(%s)
-             AND v.automaker_id IS DISTINCT FROM %s""",
-        (list(iccids), owner_id),
+async def unfit_from_others(conn: Connection, iccids: Sequence[str], now: datetime) -> list[str]:
+    """Take these SIMs out of every vehicle whose automaker does not own them at `now`
+    (marking those vehicles changed, for the coverage); returns the SIMs taken out."""
+    cur = await conn.execute(
+        """WITH owner AS (
+               SELECT DISTINCT ON (iccid) iccid, owner_id FROM sim_owners
+               WHERE iccid = ANY(%(iccids)s) AND effective_from <= %(now)s
+               ORDER BY iccid, effective_from DESC
+           ), gone AS (
+               DELETE FROM vehicle_sims s USING vehicles v, owner o
+               WHERE s.vin = v.vin AND s.iccid = o.iccid
+                 AND v.automaker_id IS DISTINCT FROM o.owner_id
+               RETURNING s.iccid, s.vin
+           ), touched AS (
+               UPDATE vehicles SET updated_at = now() WHERE vin IN (SELECT vin FROM gone)
+           )
+           SELECT iccid FROM gone ORDER BY iccid""",
+        {"iccids": list(iccids), "now": now},
     )
+    return [r[0] for r in await cur.fetchall()]
 
 
 # --- Driver links --------------------------------------------------------------------------

@@ -550,6 +550,15 @@ async def record_alerts(
     return [(r[0], r[1], r[2], r[3], r[4]) for r in await cur.fetchall()]
 
 
+async def sims_of_vehicles_changed_since(conn: Connection, since: datetime) -> list[str]:
+    cur = await conn.execute(
+        """SELECT s.iccid FROM vehicles v JOIN vehicle_sims s USING (vin)
+           WHERE v.updated_at >= %s ORDER BY s.iccid""",
+        (since,),
+    )
+    return [r[0] for r in await cur.fetchall()]
+
+
 async def fitted_sims(conn: Connection, *, after: str | None, limit: int) -> list[str]:
     cur = await conn.execute(
         "SELECT iccid FROM vehicle_sims WHERE iccid > %s ORDER BY iccid LIMIT %s",

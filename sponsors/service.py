@@ -548,6 +548,17 @@ async def spend_of(conn: Connection, policy_ids: list[int]) -> dict[int, tuple[i
     return await repository.policy_spend(conn, policy_ids)
 
 
+async def sims_changed_since(conn: Connection, since: datetime) -> list[str]:
+    """SIMs whose coverage may have changed since a moment through their vehicle or owner:
+    fitted, their vehicle edited or its accepted driver changed, or taken out of a vehicle
+    by an owner change. (A SIM its automaker takes out of a vehicle is found by the billing
+    run's full pass.)"""
+    return sorted(
+        set(await repository.sims_of_vehicles_changed_since(conn, since))
+        | set(await ownership.owner_changes_applied_since(conn, since))
+    )
+
+
 async def fitted_sims(conn: Connection, *, after: str | None, limit: int) -> list[str]:
     """Every SIM fitted to a vehicle, by ICCID, a page at a time."""
     return await repository.fitted_sims(conn, after=after, limit=limit)

@@ -46,10 +46,14 @@ async def compute(
     calendar: Calendar,
     now: datetime,
 ) -> dict[str, dict[str, Any]]:
-    """The coverage of each SIM fitted to a vehicle or sold as an IoT card (others are
-    absent)."""
+    """The coverage of each SIM fitted to a vehicle or sold as an IoT card; a SIM that was
+    told its coverage once and is neither any more (taken out of its vehicle) is told that
+    nobody pays; others are absent."""
     sims = await sponsors.sim_views(conn, iccids)
     states = await _cards(conn, [i for i in iccids if i not in sims])
+    states |= await _left_their_vehicle(
+        conn, [i for i in iccids if i not in sims and i not in states]
+    )
     if not sims:
         return states
     apps = await catalogue.catalogue_apps(conn)
@@ -92,6 +96,24 @@ async def compute(
             payload.pop("wallet_has_data")
         states[iccid] = payload
     return states
+
+
+async def _left_their_vehicle(conn: Connection, iccids: list[str]) -> dict[str, dict[str, Any]]:
+    """SIMs taken out of their vehicle (refitted, or their owner changed): no policy and no
+    wallet pays any more. Only SIMs that were sent a coverage before are told."""
+    if not iccids:
+        return {}
+    told = await repository.coverage_payloads(conn, iccids)
+    return {
+        iccid: {
+            "v": VERSION,
+            "iccid": iccid,
+            "apps": {},
+            "blocked": [],
+            "other_apps": {"payer": "blocked", "reason": "not_fitted"},
+        }
+        for iccid in sorted(told)
+    }
 
 
 async def _cards(conn: Connection, iccids: list[str]) -> dict[str, dict[str, Any]]:

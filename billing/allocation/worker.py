@@ -23,6 +23,7 @@ from flowbill.db import Connection
 from flowbill.settings import Settings
 from ingest import mqtt_session
 from iot_cards.service import cards as iot_cards
+from sponsors import ownership
 from sponsors import service as sponsors
 from wallet.errors import InsufficientBalance
 
@@ -85,6 +86,7 @@ class Biller:
         self.dirty: set[str] = set()
         self.terms_seen: datetime | None = None
         self.cards_seen = datetime(2000, 1, 1, tzinfo=UTC)
+        self.vehicles_seen = datetime(2000, 1, 1, tzinfo=UTC)
         self.last_wallet_check = 0.0
         self.last_full_refresh = 0.0
         self.last_compaction = time.monotonic()
@@ -103,8 +105,18 @@ class Biller:
         log.info("daily totals compacted", extra={"rows_merged_away": merged})
         return merged
 
+    async def apply_owner_changes(self) -> None:
+        """Owner changes dated earlier that took effect: their SIMs leave the vehicles of
+        automakers that no longer own them, before the next batch allocates their usage."""
+        async with self.conn.transaction():
+            gone = await ownership.apply_due_changes(self.conn, now=datetime.now(UTC))
+        if gone:
+            self.dirty.update(gone)
+            log.info("owner changes applied", extra={"sims_taken_out": len(gone)})
+
     async def batch(self) -> BatchOutcome | None:
         """One batch in its own transaction; a batch that lost a race is retried."""
+        await self.apply_owner_changes()
         for attempt in range(5):
             try:
                 async with self.conn.transaction():
@@ -152,6 +164,13 @@ class Biller:
                 )
             )
             self.cards_seen = now
+            # SIMs fitted or given another owner, vehicles whose driver accepted or left.
+            self.dirty.update(
+                await sponsors.sims_changed_since(
+                    self.conn, self.vehicles_seen - timedelta(seconds=5)
+                )
+            )
+            self.vehicles_seen = now
             if clock - self.last_wallet_check >= WALLET_CHECK_SECONDS or force_all:
                 self.dirty.update(await coverage.wallet_changes(self.conn, now=now))
                 self.last_wallet_check = clock
@@ -193,6 +212,9 @@ class Biller:
             return sent
 
     async def _all_sims(self) -> None:
+        # SIMs whose coverage was sent once but that left their vehicle since: told so.
+        async with self.conn.transaction():
+            self.dirty.update(await repository.all_coverage_sims(self.conn))
         after: str | None = None
         while True:
             async with self.conn.transaction():

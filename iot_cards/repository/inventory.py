@@ -72,9 +72,9 @@ async def insert_batch(
 
 async def assign_block(
     conn: Connection, *, merchant_id: UUID, first: str, last: str
-) -> tuple[int, int]:
+) -> tuple[list[str], int]:
     """Give the unassigned inventory cards in [first, last] to a merchant; returns
-    (cards assigned, cards in the range that were not free)."""
+    (the cards assigned, how many in the range were not free)."""
     cur = await conn.execute(
         """
         WITH block AS (
@@ -88,13 +88,14 @@ async def assign_block(
                 NOT EXISTS (SELECT 1 FROM block WHERE NOT free)
             RETURNING c.iccid
         )
-        SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM block WHERE NOT free)
+        SELECT (SELECT coalesce(array_agg(iccid ORDER BY iccid), '{}') FROM taken),
+               (SELECT count(*) FROM block WHERE NOT free)
         """,
         {"first": first, "last": last, "merchant": merchant_id},
     )
     row = await cur.fetchone()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return list(row[0]), int(row[1])
 
 
 async def insert_plan(conn: Connection, **values: object) -> PlanRow:

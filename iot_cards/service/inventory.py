@@ -51,9 +51,10 @@ def _check_row(row: list[str]) -> tuple[tuple[str, str, str] | None, str | None]
 
 async def import_cards(
     conn: Connection, *, csv_text: str, carrier: str, label: str, operator_id: UUID
-) -> ImportReport:
+) -> tuple[ImportReport, list[str]]:
     """Import a carrier's card batch (CSV: iccid,imsi,msisdn with that header). Every bad
-    row is reported with its line number and reason, and then nothing is imported."""
+    row is reported with its line number and reason, and then nothing is imported. Returns
+    the report and the cards imported."""
     reader = csv.reader(io.StringIO(csv_text))
     errors: list[dict[str, object]] = []
     rows: list[tuple[str, str, str]] = []
@@ -119,12 +120,15 @@ async def import_cards(
     # The metering side learns the SIMs too, so their usage counts as provisioned.
     await ingest.provision_sims(conn, [r[0] for r in rows], label=f"iot:{carrier}")
     metrics.IOT_CARDS_IMPORTED.inc(len(rows))
-    return ImportReport(batch_id=batch_id, carrier=carrier, cards=len(rows))
+    report = ImportReport(batch_id=batch_id, carrier=carrier, cards=len(rows))
+    return report, [r[0] for r in rows]
 
 
-async def assign_cards(conn: Connection, body: CardAssignment) -> AssignmentReport:
+async def assign_cards(
+    conn: Connection, body: CardAssignment
+) -> tuple[AssignmentReport, list[str]]:
     """Give a block of unassigned stock (ICCIDs first..last, same length) to a merchant;
-    all or nothing."""
+    all or nothing. Returns the report and the cards given."""
     if not await merchants.is_merchant(conn, body.merchant_id):
         raise MerchantNotFound(f"no merchant {body.merchant_id}")
     if len(body.first_iccid) != len(body.last_iccid) or body.first_iccid > body.last_iccid:
@@ -139,12 +143,13 @@ async def assign_cards(conn: Connection, body: CardAssignment) -> AssignmentRepo
         )
     if not assigned:
         raise CardNotFound("no card of the inventory is in this block")
-    return AssignmentReport(
+    report = AssignmentReport(
         merchant_id=body.merchant_id,
-        cards=assigned,
+        cards=len(assigned),
         first_iccid=body.first_iccid,
         last_iccid=body.last_iccid,
     )
+    return report, assigned
 
 
 async def create_plan(conn: Connection, body: WholesalePlanCreate) -> WholesalePlanPublic:

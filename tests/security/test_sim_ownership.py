@@ -4,19 +4,22 @@ in its policies; a driver answering another driver's invitation. Each refusal ch
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
 import pytest
 
+from billing.allocation import worker
 from flowbill.settings import Settings
 from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing.cars import Car, bill, new_vin
 from tests.conftest import assert_problem, bearer, make_tenant, new_iccid
-from tests.sponsors.factories import fit_vehicle, own_sims
+from tests.iot_cards.factories import Store, block_prefix, new_card
+from tests.sponsors.factories import accept, fit_vehicle, own_sims
 from tests.wallet.factories import balance_of, funded_driver, idem
 from tests.web.conftest import api_key, hidden
 
@@ -284,3 +287,146 @@ async def test_the_wallet_pays_only_while_the_driver_has_accepted(
     }  # fmt: skip
     assert await balance_of(http, car.driver) == 80 * MB
     assert await items(http, "/v1/driver/vehicles", car.driver) == []
+
+
+async def owners_of(http: httpx.AsyncClient, operator_key: str, iccid: str) -> list[object]:
+    return [
+        o["owner_id"]  # type: ignore[index]
+        for o in await items(http, f"/v1/operator/sims/{iccid}/owners", bearer(operator_key))
+    ]
+
+
+async def merchants_of(conn: psycopg.AsyncConnection, iccids: list[str]) -> dict[str, object]:
+    cur = await conn.execute(
+        "SELECT iccid, merchant_id::text FROM iot_cards WHERE iccid = ANY(%s)", (iccids,)
+    )
+    return dict(await cur.fetchall())
+
+
+async def test_a_card_block_makes_its_merchant_the_owner_and_never_takes_another_tenants_sims(
+    http: httpx.AsyncClient,
+    settings: Settings,
+    operator_key: str,
+    committed_conn: psycopg.AsyncConnection,
+) -> None:
+    store = await Store(http, settings, operator_key).open(cards=2)
+    for iccid, _, _ in store.cards:
+        assert await owners_of(http, operator_key, iccid) == [store.merchant_id]
+
+    # Cards imported as an automaker's SIMs are its own from the import on …
+    automaker_id, automaker = await sponsor(settings)
+    prefix = block_prefix()
+    cards = [new_card(prefix, n) for n in range(2)]
+    iccids = [c[0] for c in cards]
+    imported = await http.post(
+        "/v1/operator/iot/card-imports",
+        params={"carrier": "cmcc-iot", "owner_id": automaker_id},
+        content=("iccid,imsi,msisdn\n" + "".join(f"{a},{b},{c}\n" for a, b, c in cards)).encode(),
+        headers={**bearer(operator_key), "Content-Type": "text/csv"},
+    )
+    assert imported.status_code == 201, imported.text
+    for iccid in iccids:
+        assert await owners_of(http, operator_key, iccid) == [automaker_id]
+    # … so a block of them given to a merchant is refused whole and nothing moves.
+    merchant_id, _ = await make_tenant(settings, role=Role.MERCHANT)
+    refused = await http.post(
+        "/v1/operator/iot/card-assignments",
+        json={"merchant_id": merchant_id, "first_iccid": iccids[0], "last_iccid": iccids[-1]},
+        headers=bearer(operator_key),
+    )
+    assert_problem(refused, 409, "sim-owned-by-another")
+    assert await merchants_of(committed_conn, iccids) == dict.fromkeys(iccids)
+    for iccid in iccids:
+        assert await owners_of(http, operator_key, iccid) == [automaker_id]
+    # An import naming an owner that is no automaker or merchant imports nothing.
+    driver_id, _ = await make_tenant(settings, role=Role.DRIVER)
+    more = [new_card(block_prefix(), 0)]
+    answer = await http.post(
+        "/v1/operator/iot/card-imports",
+        params={"carrier": "cmcc-iot", "owner_id": driver_id},
+        content=f"iccid,imsi,msisdn\n{more[0][0]},{more[0][1]},{more[0][2]}\n".encode(),
+        headers={**bearer(operator_key), "Content-Type": "text/csv"},
+    )
+    assert_problem(answer, 422, "invalid-sim-owner")
+    assert await merchants_of(committed_conn, [more[0][0]]) == {}
+    # The automaker may fit them: they are its SIMs.
+    await fit_vehicle_owned(http, automaker, new_vin(), iccids)
+
+
+async def fit_vehicle_owned(
+    http: httpx.AsyncClient, automaker: dict[str, str], vin: str, iccids: list[str]
+) -> None:
+    fitted = await http.put(
+        f"/v1/sponsor/vehicles/{vin}", json={"model": "Aion Y", "iccids": iccids},
+        headers=automaker,
+    )  # fmt: skip
+    assert fitted.status_code == 200, fitted.text
+
+
+@pytest.mark.usefixtures("ingest_workers")
+async def test_a_later_owner_change_takes_the_sim_out_of_the_vehicle_when_it_takes_effect(
+    http: httpx.AsyncClient,
+    settings: Settings,
+    operator_key: str,
+    committed_conn: psycopg.AsyncConnection,
+) -> None:
+    car = await Car(http, settings).open(operator_key, wallet_mb=100)
+    await bill(settings)
+    assert (await car.coverage())["wallet_has_data"] is True
+    new_owner_id, new_owner = await sponsor(settings)
+    at = datetime.now(UTC) + timedelta(seconds=3)
+    changed = await http.post(
+        f"/v1/operator/sims/{car.iccid}/owner",
+        json={"owner_id": new_owner_id, "effective_from": at.isoformat()},
+        headers=bearer(operator_key),
+    )
+    assert changed.status_code == 200, changed.text
+    # Until it takes effect the SIM stays in the car, and the new owner cannot fit it yet.
+    await bill(settings)
+    assert await fitted_to(committed_conn, car.iccid) == [car.vin]
+    early = await http.put(
+        f"/v1/sponsor/vehicles/{new_vin()}", json={"model": "X", "iccids": [car.iccid]},
+        headers=new_owner,
+    )  # fmt: skip
+    assert_problem(early, 422, "sim-not-owned")
+
+    await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 0.1)
+    await car.send(committed_conn, [car.report({"wifi.hotspot": 10 * MB})])
+    await bill(settings)
+    # Taken out of the car before its usage was allocated: the wallet pays nothing of it,
+    # the device is told nobody pays, and the new owner may fit it.
+    assert await fitted_to(committed_conn, car.iccid) == []
+    assert await car.paid(committed_conn) == {("overage", None): 10 * MB}
+    assert await balance_of(http, car.driver) == 100 * MB
+    assert (await car.coverage())["other_apps"] == {"payer": "blocked", "reason": "not_fitted"}
+    assert await items(http, "/v1/driver/vehicles", car.driver) != []  # the car, without it
+    await fit_vehicle_owned(http, new_owner, new_vin(), [car.iccid])
+    assert await owners_of(http, operator_key, car.iccid) == [car.automaker_id, new_owner_id]
+
+
+async def test_coverage_follows_the_drivers_answer_and_owner_changes_at_the_next_quick_look(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str
+) -> None:
+    # The billing loop looks every few seconds; one look (not the full pass) must see them.
+    car = await Car(http, settings).open(operator_key, wallet_mb=100, accept=False)
+    async with worker.biller(settings) as biller:
+        await biller.refresh_coverage(force_all=True)
+        assert "wallet_has_data" not in await car.coverage()
+        await accept(http, car.driver, car.vin)
+        await biller.refresh_coverage()
+        assert (await car.coverage())["wallet_has_data"] is True
+        left = await http.delete(f"/v1/driver/vehicles/{car.vin}", headers=car.driver)
+        assert left.status_code == 204, left.text
+        await biller.refresh_coverage()
+        coverage = await car.coverage()
+        assert "wallet_has_data" not in coverage
+        assert coverage["other_apps"] == {"payer": "blocked"}
+        released = await http.post(
+            f"/v1/operator/sims/{car.iccid}/owner", json={"owner_id": None},
+            headers=bearer(operator_key),
+        )  # fmt: skip
+        assert released.status_code == 200, released.text
+        await biller.refresh_coverage()
+        coverage = await car.coverage()
+        assert coverage["other_apps"] == {"payer": "blocked", "reason": "not_fitted"}
+        assert coverage["apps"] == {}

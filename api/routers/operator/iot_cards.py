@@ -34,6 +34,7 @@ from iot_cards.schemas import (
     WholesalePlanUpdate,
 )
 from iot_cards.service import inventory, usage
+from sponsors import ownership
 
 router = APIRouter(prefix="/v1/operator/iot", tags=["iot cards: operator"])
 
@@ -53,10 +54,13 @@ async def import_cards(
     caller: OperatorCaller,
     carrier: Annotated[str, Query(pattern=r"^[a-z0-9-]{2,40}$")],
     label: Annotated[str, Query(max_length=200)] = "",
+    owner_id: UUID | None = None,
 ) -> ImportReport:
     """Import a carrier's card batch as CSV (`iccid,imsi,msisdn` header, one card a line).
     ICCIDs need a valid Luhn digit; duplicates in the file or with known cards are errors.
-    A batch with any bad row is refused whole, each bad row named by line and reason."""
+    A batch with any bad row is refused whole, each bad row named by line and reason.
+    With `owner_id` (an IoT merchant or an automaker) the cards are that tenant's SIMs from
+    now on; otherwise they are owned when a block is assigned to a merchant."""
     raw = await request.body()
     if len(raw) > MAX_IMPORT_BYTES:
         raise InvalidInput(f"a batch is at most {MAX_IMPORT_BYTES} bytes")
@@ -64,15 +68,24 @@ async def import_cards(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInput("the batch is not UTF-8 text") from exc
-    return await inventory.import_cards(
+    report, iccids = await inventory.import_cards(
         conn, csv_text=text, carrier=carrier, label=label, operator_id=caller.tenant_id
     )
+    if owner_id is not None:
+        await ownership.assign_provisioned(conn, iccids, owner_id=owner_id, now=datetime.now(UTC))
+    return report
 
 
 @router.post("/card-assignments")
 async def assign(conn: ConnDep, _: OperatorCaller, body: CardAssignment) -> AssignmentReport:
-    """Give a merchant a block of unassigned cards, first to last ICCID: all or nothing."""
-    return await inventory.assign_cards(conn, body)
+    """Give a merchant a block of unassigned cards, first to last ICCID: all or nothing.
+    The merchant owns their SIMs from now on; a block with a card another tenant owns is
+    refused whole (409 `sim-owned-by-another`)."""
+    report, iccids = await inventory.assign_cards(conn, body)
+    await ownership.assign_provisioned(
+        conn, iccids, owner_id=body.merchant_id, now=datetime.now(UTC)
+    )
+    return report
 
 
 @router.post("/plans", status_code=status.HTTP_201_CREATED)
