@@ -63,17 +63,24 @@ async def latest_floor(
 
 
 async def floors_in_force(
-    conn: Connection, *, currency: str, categories: list[str], sponsor_id: UUID, at: datetime
+    conn: Connection,
+    *,
+    currency: str | None,
+    categories: list[str] | None,
+    sponsor_id: UUID,
+    at: datetime,
 ) -> list[FloorRow]:
-    """Per category, the category's version in force at `at` and the sponsor's own one (each
-    when there is one)."""
+    """Per currency and category, the category's version in force at `at` and the sponsor's
+    own one (each when there is one); of one currency and some categories, or of all."""
     async with conn.cursor(row_factory=class_row(FloorRow)) as cur:
         await cur.execute(
-            f"""SELECT DISTINCT ON (category, sponsor_id) {_FLOOR} FROM price_floors
-                WHERE currency = %s AND category = ANY(%s)
-                  AND (sponsor_id IS NULL OR sponsor_id = %s) AND effective_from <= %s
-                ORDER BY category, sponsor_id, effective_from DESC""",
-            (currency, categories, sponsor_id, at),
+            f"""SELECT DISTINCT ON (currency, category, sponsor_id) {_FLOOR} FROM price_floors
+                WHERE (%(currency)s::text IS NULL OR currency = %(currency)s)
+                  AND (%(categories)s::text[] IS NULL OR category = ANY(%(categories)s))
+                  AND (sponsor_id IS NULL OR sponsor_id = %(sponsor)s)
+                  AND effective_from <= %(at)s
+                ORDER BY currency, category, sponsor_id, effective_from DESC""",
+            {"currency": currency, "categories": categories, "sponsor": sponsor_id, "at": at},
         )
         return await cur.fetchall()
 

@@ -29,7 +29,7 @@ from sponsors.errors import (
     PriceFloorNotFound,
 )
 from sponsors.price_floor_repository import FloorRow
-from sponsors.schemas import Category, PriceFloorPublic, PriceFloorSet
+from sponsors.schemas import Category, PriceFloorPublic, PriceFloorSet, SponsorRateCard
 from tenants import service as tenants
 from tenants.errors import TenantNotFound
 from tenants.schemas import Role
@@ -176,6 +176,27 @@ async def end_sponsor_floor(
         conn, currency=currency, category=category, sponsor_id=sponsor_id,
         min_unit_price=None, effective_from=None, now=now,
     )  # fmt: skip
+
+
+async def sponsor_rate_card(
+    conn: Connection, *, sponsor_id: UUID, now: datetime
+) -> SponsorRateCard:
+    """The floors a sponsor is held to now, per currency and category: its own where it has
+    one in force, else the category's. Other sponsors' own floors are never shown."""
+    rows = await repository.floors_in_force(
+        conn, currency=None, categories=None, sponsor_id=sponsor_id, at=now
+    )
+    binding: list[PriceFloorPublic] = []
+    for currency in sorted({r.currency for r in rows}):
+        held = binding_floors([r for r in rows if r.currency == currency], sponsor_id)
+        binding += [
+            PriceFloorPublic.model_validate(r)
+            for r in rows
+            if r.currency == currency
+            and r.category in held
+            and r.sponsor_id == held[r.category].sponsor_id
+        ]
+    return SponsorRateCard(as_of=now, floors=binding)
 
 
 async def floor_page(

@@ -296,3 +296,14 @@ class PriceFloorPublic(_FromRow):
     )
     effective_from: datetime
     created_at: datetime
+
+
+class SponsorRateCard(BaseModel):
+    """The floors that hold one sponsor now."""
+
+    as_of: datetime
+    floors: list[PriceFloorPublic] = Field(
+        description="Per currency and category, the least price per MB a policy may pay: the "
+        "sponsor's own floor where it has one, else the category's. A category without a floor "
+        "in a currency takes no policy in that currency."
+    )

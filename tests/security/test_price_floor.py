@@ -292,3 +292,37 @@ async def test_a_repeated_create_answers_its_policy_even_after_the_floor_rose(
     another = await create(http, sponsor, body)
     assert_problem(another, 422, "price-below-floor")
     assert len(await policies_of(http, sponsor)) == 1
+
+
+async def rate_card(
+    http: httpx.AsyncClient, headers: dict[str, str]
+) -> dict[tuple[str, str], dict]:  # type: ignore[type-arg]
+    answer = await http.get("/v1/sponsor/price-floors", headers=headers)
+    assert answer.status_code == 200, answer.text
+    return {(f["currency"], f["category"]): f for f in answer.json()["floors"]}
+
+
+async def test_a_sponsor_reads_the_floors_that_hold_it_and_never_anothers_contract(
+    http: httpx.AsyncClient, settings: Settings, operator_key: str
+) -> None:
+    dear_id, dear = await a_sponsor(settings)
+    other_id, other = await a_sponsor(settings)
+    currency = new_currency()
+    await set_floor(http, operator_key, f"{currency}/music", "0.02")
+    await set_floor(http, operator_key, f"{currency}/music/sponsors/{dear_id}", "0.07")
+    mine, theirs = await rate_card(http, dear), await rate_card(http, other)
+    music = (currency, "music")
+    assert (mine[music]["min_unit_price"], mine[music]["sponsor_id"]) == ("0.070000", dear_id)
+    assert (theirs[music]["min_unit_price"], theirs[music]["sponsor_id"]) == ("0.020000", None)
+    assert mine[("CNY", "ota")]["min_unit_price"] == SEEDED
+    assert dear_id not in str(theirs)
+    assert other_id not in str(mine)
+    # What the card says is what a policy is held to.
+    refused = await create(
+        http, dear, policy(dear_id, "0.06", categories=["music"], currency=currency)
+    )
+    assert_problem(refused, 422, "price-below-floor")
+    made = await create(
+        http, other, policy(other_id, "0.06", categories=["music"], currency=currency)
+    )
+    assert made.status_code == 201, made.text

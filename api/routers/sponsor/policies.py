@@ -16,6 +16,7 @@ from flowbill.errors import NotFound
 from flowbill.paging import DEFAULT_LIMIT, Page
 from flowbill.periods import earliest_open, parse_period
 from sponsors import catalogue as app_catalogue
+from sponsors import price_floors
 from sponsors import service as sponsors
 from sponsors.schemas import (
     AlertThresholds,
@@ -25,6 +26,7 @@ from sponsors.schemas import (
     PolicyPublic,
     SimCapUse,
     SimPublic,
+    SponsorRateCard,
     TermsChange,
     VehiclePublic,
     VehicleUpdate,
@@ -57,6 +59,16 @@ async def put_vehicle(
     SIMs fitted to it. A SIM fitted to another vehicle is refused; move it explicitly."""
     found, _ = await sponsors.put_vehicle(conn, automaker_id=caller.tenant_id, vin=vin, body=body)
     return found
+
+
+@router.get("/price-floors")
+async def price_floors_of_sponsor(conn: ConnDep, caller: SponsorCaller) -> SponsorRateCard:
+    """The least price per MB your policies may pay now, per currency and app category: your
+    contract's own floor where the operator set one, else the category's. A policy or terms
+    change below it is refused (422 `price-below-floor`)."""
+    return await price_floors.sponsor_rate_card(
+        conn, sponsor_id=caller.tenant_id, now=datetime.now(UTC)
+    )
 
 
 @router.get("/vehicles")
