@@ -21,6 +21,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _megabytes(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 100000 MB")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The simulated parties' behaviour as command-line options (host, port and the callback
     secret are the command's own)."""
@@ -61,6 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="share of payments declined and fulfilments out of stock",
     )
+    parser.add_argument(
+        "--consent-code-seconds",
+        type=_seconds,
+        default=300.0,
+        help="seconds a transfer-in's one-time code stays valid (default 300)",
+    )
+    parser.add_argument(
+        "--transfer-bonus-mb",
+        type=_megabytes,
+        metavar="MB",
+        default=0,
+        help="MB a misbehaving carrier confirms beyond what a transfer-in asked (default 0)",
+    )
 
 
 def behaviour_from_args(args: argparse.Namespace) -> GatewayBehaviour:
@@ -77,4 +97,6 @@ def behaviour_from_args(args: argparse.Namespace) -> GatewayBehaviour:
         settle_delay_seconds=args.settle_delay,
         settle_fail_rate=args.settle_fail_rate,
         decline_rate=args.decline_rate,
+        consent_code_seconds=args.consent_code_seconds,
+        transfer_bonus_mb=args.transfer_bonus_mb,
     )
