@@ -119,7 +119,7 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     from ingest import service as metering
 
     async def apply() -> metering.RetentionOutcome:
-        conn = await db.connect(get_settings(), application_name="flowbill-retention")
+        conn = await db.connect(get_settings(), application_name="flowbill-retention", owner=True)
         try:
             async with conn.transaction():
                 return await metering.apply_retention(

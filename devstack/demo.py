@@ -66,6 +66,13 @@ def stop_services(state: Path) -> None:
     pids_file.unlink()
 
 
+def _as(component: str, env: dict[str, str]) -> dict[str, str]:
+    """A component's environment: its own database role (`flowbill.env` exports each one's
+    URL), never the owner's, which migrations and the demo's own checks use."""
+    own = env.get(f"FLOWBILL_{component.upper()}_DATABASE_URL")
+    return env if own is None else {**env, "FLOWBILL_DATABASE_URL": own}
+
+
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -138,17 +145,17 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
         "FLOWBILL_RECONCILE_GRACE_SECONDS": "4",
     }
     processes = {
-        "api": _spawn(["serve", "--port", str(api_port)], env, logs / "api.log"),
+        "api": _spawn(["serve", "--port", str(api_port)], _as("api", env), logs / "api.log"),
         # Slow, sometimes late (callbacks), sometimes applying a request and losing the answer.
         "gateways": _spawn(
             ["gateway-simulator", "--port", str(gateway_port), "--latency", "0.01", "0.2",
              "--pending-rate", "0.2", "--settle-delay", "2", "--lost-response-rate", "0.05",
              "--hang", "3", "--seed", "7"],
-            env, logs / "gateways.log",
+            _as("api", env), logs / "gateways.log",
         ),
         # Identity checks (asynchronous, by signed callback) and the invoicing authority.
         "iot-gateways": _spawn(
-            ["iot-gateway-simulator", "--port", str(iot_gateway_port)], env,
+            ["iot-gateway-simulator", "--port", str(iot_gateway_port)], _as("api", env),
             logs / "iot-gateways.log",
         ),
     }  # fmt: skip
@@ -161,7 +168,9 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
             "FLOWBILL_INGEST_CLIENT_ID": f"flowbill-demo-ingest-{n}",
             "FLOWBILL_INGEST_METRICS_PORT": str(port),
         }
-        processes[f"ingest-{n}"] = _spawn(["ingest"], worker_env, logs / f"ingest-{n}.log")
+        processes[f"ingest-{n}"] = _spawn(
+            ["ingest"], _as("ingest", worker_env), logs / f"ingest-{n}.log"
+        )
     (logs / "pids.json").write_text(json.dumps({k: p.pid for k, p in processes.items()}))
     _wait_ready(f"{api}/readyz", "the API", processes["api"], logs / "api.log")
     for n, port in enumerate(worker_ports, start=1):
@@ -296,7 +305,7 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
           " filled by a promotion), 3 sponsors, 3 policies; `flowbill bill` runs …")  # fmt: skip
     billing_port = _free_port()
     processes["billing"] = _spawn(
-        ["bill", "--metrics-port", str(billing_port)], env, logs / "billing.log"
+        ["bill", "--metrics-port", str(billing_port)], _as("billing", env), logs / "billing.log"
     )
     (logs / "pids.json").write_text(json.dumps({k: p.pid for k, p in processes.items()}))
     billing_demo.wait_allocated(api, key)

@@ -17,11 +17,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import pytest
 import uvicorn
+from pydantic import SecretStr
 from starlette.types import ASGIApp
 
 from api.app import create_app
@@ -59,7 +61,30 @@ def new_iccid(prefix: str = "8986990") -> str:
     return body + iccid_check_digit(body)
 
 
+# Each cluster's component roles and passwords, by the cluster's port (`settings_for`).
+_COMPONENT_LOGINS: dict[int, dict[str, tuple[str, str]]] = {}
+
+
+def as_component(settings: Settings, component: str) -> Settings:
+    """The settings a component runs with: the same database, as the component's own role
+    (`api`, `ingest`, `billing`, `webhooks`), never the owner's, as in production."""
+    url = urlsplit(settings.database_dsn)
+    assert url.port is not None
+    role, password = _COMPONENT_LOGINS[url.port][component]
+    netloc = f"{role}:{password}@{url.hostname}:{url.port}"
+    return settings.model_copy(
+        update={"database_url": SecretStr(urlunsplit(url._replace(netloc=netloc)))}
+    )
+
+
 def settings_for(stack: localstack.LocalStack, **overrides: object) -> Settings:
+    logins = {}
+    for component in localstack.COMPONENT_ROLES:
+        found = urlsplit(stack.component_url(component))
+        assert found.username is not None
+        assert found.password is not None
+        logins[component] = (found.username, found.password)
+    _COMPONENT_LOGINS[stack.pg_port] = logins
     values: dict[str, object] = {
         "environment": "test",
         "database_url": stack.database_url,
@@ -132,7 +157,7 @@ class IngestProcess:
         self.metrics_port = free_port()
         self._env = {
             **os.environ,
-            "FLOWBILL_DATABASE_URL": settings.database_dsn,
+            "FLOWBILL_DATABASE_URL": as_component(settings, "ingest").database_dsn,
             "FLOWBILL_MQTT_HOST": settings.mqtt_host,
             "FLOWBILL_MQTT_PORT": str(settings.mqtt_port),
             "FLOWBILL_INGEST_CLIENT_ID": client_id,
@@ -243,11 +268,17 @@ def ingest_workers(
 
 
 @pytest.fixture(scope="session")
-async def api_url(settings: Settings) -> AsyncIterator[str]:
+def api_settings(settings: Settings) -> Settings:
+    """The API's own settings: the tests' ones, connecting as the API's database role."""
+    return as_component(settings, "api")
+
+
+@pytest.fixture(scope="session")
+async def api_url(settings: Settings, api_settings: Settings) -> AsyncIterator[str]:
     """The API served over real HTTP by uvicorn, where the settings say it is."""
     assert settings.public_url is not None
     async with serving(
-        create_app(settings), port=int(settings.public_url.rsplit(":", 1)[1])
+        create_app(api_settings), port=int(settings.public_url.rsplit(":", 1)[1])
     ) as url:
         yield url
 
@@ -261,12 +292,12 @@ async def gateway_url(settings: Settings) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def iot_gateway_url(settings: Settings) -> AsyncIterator[str]:
+async def iot_gateway_url(settings: Settings, api_settings: Settings) -> AsyncIterator[str]:
     """The simulated identity-check provider and invoicing service, over real HTTP; the API
     reads its settings object at each request, so it is pointed at this one simulator."""
     app = create_iot_gateway_app(IotBehaviour(), callback_secret=CALLBACK_SECRETS["identity"])
     async with serving(app) as url:
-        settings.iot_gateway_url = url
+        settings.iot_gateway_url = api_settings.iot_gateway_url = url
         yield url
 
 

@@ -37,6 +37,7 @@ from tests.conftest import REPO, new_iccid
 from wallet import service
 
 GRAFANA = REPO / "deploy" / "grafana"
+ROLE_PASSWORDS = REPO / "deploy" / "postgres" / "set_role_passwords.py"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 ROLE = "flowbill_grafana"
 
@@ -113,7 +114,7 @@ def test_the_data_sources_are_prometheus_and_the_read_only_role() -> None:
     # same required variable the role's password is set from.
     assert timescale["secureJsonData"]["password"] == "$__env{FLOWBILL_GRAFANA_DB_PASSWORD}"
     grafana = _compose_service("grafana")
-    reader = _compose_service("grafana-reader")
+    reader = _compose_service("db-logins")
     for service_ in (grafana, reader):
         assert service_["environment"]["FLOWBILL_GRAFANA_DB_PASSWORD"] == (
             "${FLOWBILL_GRAFANA_DB_PASSWORD:?set FLOWBILL_GRAFANA_DB_PASSWORD}"
@@ -137,13 +138,11 @@ def test_compose_runs_grafana_locally_with_the_provisioning_read_only() -> None:
     assert mounts["./deploy/grafana/dashboards"] == "/etc/grafana/dashboards:ro"
     assert mounts["grafana-data"] == "/var/lib/grafana"
     assert "healthcheck" in grafana
-    assert grafana["depends_on"]["grafana-reader"]["condition"] == (
-        "service_completed_successfully"
-    )
+    assert grafana["depends_on"]["db-logins"]["condition"] == ("service_completed_successfully")
     assert "prometheus" in grafana["depends_on"]
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (GRAFANA / "dashboards" / Path(home).name).exists()
-    script = _compose_service("grafana-reader")["volumes"][0].split(":")[0]
+    script = _compose_service("db-logins")["volumes"][0].split(":")[0]
     assert (REPO / script).exists()
     (provider,) = _load_yaml(GRAFANA / "provisioning" / "dashboards" / "flowbill.yml")["providers"]
     assert provider["type"] == "file"
@@ -511,7 +510,7 @@ def test_the_password_step_lets_the_role_log_in_read_only(settings: Settings) ->
         "FLOWBILL_DATABASE_URL": settings.database_dsn,
         "FLOWBILL_GRAFANA_DB_PASSWORD": password,
     }
-    script = GRAFANA / "set_reader_password.py"
+    script = ROLE_PASSWORDS
     try:
         for _ in range(2):  # a second run (every `docker compose up`) is harmless
             result = subprocess.run(
@@ -527,8 +526,7 @@ def test_the_password_step_lets_the_role_log_in_read_only(settings: Settings) ->
             assert row[0] is True
             assert _scram_matches(row[1], password)
             assert not _scram_matches(row[1], password + "x")
-        # The test cluster trusts local connections: this proves the login and the role's
-        # settings; the verifier check above proves the password.
+        # The test cluster asks every TCP login for its password: this logs in with it.
         with psycopg.connect(settings.database_dsn, user=ROLE, password=password) as reader:
             assert reader.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
             assert reader.execute("SELECT count(*) FROM billing_batches").fetchone() is not None
@@ -543,8 +541,9 @@ def test_the_password_step_refuses_without_its_variables(settings: Settings) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWBILL_")}
     env["FLOWBILL_DATABASE_URL"] = settings.database_dsn
     result = subprocess.run(
-        [sys.executable, str(GRAFANA / "set_reader_password.py")],
+        [sys.executable, str(ROLE_PASSWORDS)],
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 2
     assert "FLOWBILL_GRAFANA_DB_PASSWORD" in result.stderr
+    assert "FLOWBILL_API_DB_PASSWORD" in result.stderr

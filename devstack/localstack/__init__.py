@@ -17,10 +17,11 @@ By concern: `stack` (the ports, the state files, `up` and `down`), `postgres`, `
 from devstack.localstack.command import main
 from devstack.localstack.errors import StackError
 from devstack.localstack.mosquitto import start_mosquitto, stop_mosquitto
-from devstack.localstack.postgres import start_postgres, stop_postgres
+from devstack.localstack.postgres import COMPONENT_ROLES, start_postgres, stop_postgres
 from devstack.localstack.stack import LocalStack, down, up
 
 __all__ = [
+    "COMPONENT_ROLES",
     "LocalStack",
     "StackError",
     "down",

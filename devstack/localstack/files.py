@@ -56,6 +56,10 @@ class _Paths:
         return self.root / "flowbill.env"
 
     @property
+    def passwords(self) -> Path:
+        return self.root / "db-passwords.json"
+
+    @property
     def lock(self) -> Path:
         return self.root / ".stack.lock"
 

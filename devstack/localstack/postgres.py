@@ -5,9 +5,14 @@ Its data lives in the state folder; as root, its programs run as the `postgres` 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
+import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -30,6 +35,14 @@ if TYPE_CHECKING:
 
 PG_BIN = Path(os.environ.get("FLOWBILL_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DB_USER = "flowbill"
+# The components' own roles (made NOLOGIN by migration 0029, which grants what each needs):
+# here they log in with passwords of their own, as in production.
+COMPONENT_ROLES = {
+    "api": "flowbill_api",
+    "ingest": "flowbill_ingest",
+    "billing": "flowbill_billing",
+    "webhooks": "flowbill_webhooks",
+}
 # Our own settings, rewritten at every start; postgresql.conf includes this file last.
 PG_CONF_NAME = "flowbill.conf"
 
@@ -105,7 +118,8 @@ def _init_postgres(paths: _Paths) -> None:
     paths.pgdata.chmod(0o700)
     _let_postgres_in(paths.pgdata)
     result = _run_pg(
-        [str(PG_BIN / "initdb"), "-D", str(paths.pgdata), "-U", DB_USER, "--auth=trust",
+        [str(PG_BIN / "initdb"), "-D", str(paths.pgdata), "-U", DB_USER, "--auth-local=peer",
+         "--auth-host=scram-sha-256",
          "--encoding=UTF8", "--locale=C.UTF-8"]
     )  # fmt: skip
     if result.returncode != 0:
@@ -139,6 +153,22 @@ def _write_postgres_conf(stack: LocalStack) -> None:
         "log_line_prefix = '%m [%p] %q%u@%d '\n"
     )
     _chown_postgres(ours)
+    # Passwords over TCP, for every role; the local socket only for the stack's owner, and
+    # only for the OS user who runs the stack (peer, mapped): it sets the passwords.
+    hba = paths.pgdata / "pg_hba.conf"
+    hba.write_text(
+        "# Written by devstack.localstack at every start.\n"
+        f"local all {DB_USER} peer map=stack\n"
+        "host all all 127.0.0.1/32 scram-sha-256\n"
+    )
+    ident = paths.pgdata / "pg_ident.conf"
+    ident.write_text(
+        "# Written by devstack.localstack at every start.\n"
+        f"stack {pwd.getpwuid(os.geteuid()).pw_name} {DB_USER}\n"
+    )
+    for written in (hba, ident):
+        written.chmod(0o600)
+        _chown_postgres(written)
 
 
 def _wait_pg_ready(stack: LocalStack, timeout: float) -> None:
@@ -248,21 +278,67 @@ def stop_postgres(stack: LocalStack) -> None:
     _stop_postgres(_Paths(stack.root))
 
 
+def scram_verifier(password: str, *, iterations: int = 4096) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier of a password (RFC 7677), as libpq makes it: the
+    server only ever sees this, never the password."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
+def passwords(paths: _Paths) -> dict[str, str]:
+    """The owner's and the components' passwords, made once and kept 0600 in the state folder."""
+    try:
+        known: dict[str, str] = json.loads(paths.passwords.read_text())
+    except (OSError, ValueError):
+        known = {}
+    wanted = [DB_USER, *COMPONENT_ROLES.values()]
+    if all(isinstance(known.get(role), str) for role in wanted):
+        return known
+    made = {role: known.get(role) or secrets.token_urlsafe(32) for role in wanted}
+    fd = os.open(paths.passwords, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(made, fh)
+    return made
+
+
 def _ensure_database(stack: LocalStack) -> None:
+    """Over the local socket, as the owner: the roles' passwords (again at every start, so a
+    cluster made before passwords gets them), the database and TimescaleDB in it."""
+    paths = _Paths(stack.root)
     psql = str(PG_BIN / "psql") if (PG_BIN / "psql").exists() else "psql"
     name_literal = "'" + stack.database.replace("'", "''") + "'"
     name_ident = '"' + stack.database.replace('"', '""') + '"'
 
-    def run(url: str, sql: str) -> str:
+    def run(database: str, sql: str) -> str:
+        conninfo = f"host={paths.sockets} port={stack.pg_port} user={DB_USER} dbname={database}"
         result = subprocess.run(
-            [psql, url, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql],
-            capture_output=True, text=True, check=False,
+            [psql, conninfo, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         if result.returncode != 0:
-            raise StackError(f"{sql!r} failed on {url}: {result.stderr.strip()}")
+            raise StackError(f"{sql[:200]!r} failed on {database}: {result.stderr.strip()}")
         return result.stdout.strip()
 
-    if run(stack.admin_url, f"SELECT 1 FROM pg_database WHERE datname = {name_literal}") != "1":
-        run(stack.admin_url, f"CREATE DATABASE {name_ident}")
-    run(stack.database_url, "SET client_min_messages = warning; "
-                            "CREATE EXTENSION IF NOT EXISTS timescaledb")  # fmt: skip
+    known = passwords(paths)
+    statements = [f"ALTER ROLE {DB_USER} PASSWORD '{scram_verifier(known[DB_USER])}'"]
+    for role in COMPONENT_ROLES.values():
+        verifier = scram_verifier(known[role])
+        statements.append(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
+            f"CREATE ROLE {role} NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION; "
+            f"END IF; END $$"
+        )
+        statements.append(f"ALTER ROLE {role} LOGIN PASSWORD '{verifier}'")
+    run("postgres", "; ".join(statements))
+    if run("postgres", f"SELECT 1 FROM pg_database WHERE datname = {name_literal}") != "1":
+        run("postgres", f"CREATE DATABASE {name_ident}")
+    run(stack.database, "SET client_min_messages = warning; "
+                        "CREATE EXTENSION IF NOT EXISTS timescaledb")  # fmt: skip

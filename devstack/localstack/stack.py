@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.localstack.files import _locked, _Paths
 from devstack.localstack.mosquitto import _mq_running_port, _stop_mosquitto, start_mosquitto
 from devstack.localstack.postgres import (
+    COMPONENT_ROLES,
     DB_USER,
     _ensure_database,
     _init_postgres,
     _pg_running_port,
     _stop_postgres,
+    passwords,
     start_postgres,
 )
 from devstack.localstack.processes import _free_port, _port_free
@@ -27,18 +30,34 @@ class LocalStack:
     mqtt_port: int
     database: str = "flowbill"
 
+    def _url(self, role: str, database: str) -> str:
+        password = passwords(_Paths(self.root))[role]
+        return f"postgresql://{role}:{password}@127.0.0.1:{self.pg_port}/{database}"
+
     @property
     def database_url(self) -> str:
-        return f"postgresql://{DB_USER}@127.0.0.1:{self.pg_port}/{self.database}"
+        """The owner's: migrations, the command line's maintenance, the tests' own checks."""
+        return self._url(DB_USER, self.database)
 
     @property
     def admin_url(self) -> str:
         """The same server's `postgres` database, to create and drop databases from."""
-        return f"postgresql://{DB_USER}@127.0.0.1:{self.pg_port}/postgres"
+        return self._url(DB_USER, "postgres")
+
+    def component_url(self, component: str) -> str:
+        """The database URL a component connects with at run time: its own role
+        (`api`, `ingest`, `billing`, `webhooks`; migration 0029 grants what each needs)."""
+        return self._url(COMPONENT_ROLES[component], self.database)
 
     def environment(self) -> dict[str, str]:
+        """What `flowbill.env` exports: the owner's URL (for `flowbill migrate` and the
+        maintenance commands) and each component's, which the demo hands its processes."""
         return {
             "FLOWBILL_DATABASE_URL": self.database_url,
+            **{
+                f"FLOWBILL_{component.upper()}_DATABASE_URL": self.component_url(component)
+                for component in COMPONENT_ROLES
+            },
             "FLOWBILL_MQTT_HOST": "127.0.0.1",
             "FLOWBILL_MQTT_PORT": str(self.mqtt_port),
         }
@@ -61,7 +80,11 @@ def _save(stack: LocalStack) -> None:
     paths = _Paths(stack.root)
     state = {"pg_port": stack.pg_port, "mqtt_port": stack.mqtt_port, "database": stack.database}
     paths.state.write_text(json.dumps(state) + "\n")
-    paths.env.write_text("".join(f"export {k}={v}\n" for k, v in stack.environment().items()))
+    # Holds passwords: readable by whoever runs the stack only.
+    fd = os.open(paths.env, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("".join(f"export {k}={v}\n" for k, v in stack.environment().items()))
+    paths.env.chmod(0o600)
 
 
 def up(root: Path, *, database: str = "flowbill") -> LocalStack:
@@ -72,6 +95,7 @@ def up(root: Path, *, database: str = "flowbill") -> LocalStack:
     """
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)  # passwords, keys and the cluster's data live here
     paths = _Paths(root)
     with _locked(paths):
         known = _load(root)

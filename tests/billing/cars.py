@@ -18,7 +18,7 @@ from flowbill.units import MB
 from ingest import mqtt_session
 from ingest.protocol import AppUsage, UsageReport, encode_report
 from tenants.schemas import Role
-from tests.conftest import bearer, make_tenant, new_iccid, wait_for
+from tests.conftest import as_component, bearer, make_tenant, new_iccid, wait_for
 from tests.sponsors.factories import fit_vehicle
 from tests.wallet.factories import funded_driver, idem
 
@@ -170,5 +170,8 @@ async def reports_of(conn: psycopg.AsyncConnection, iccid: str) -> int:
 
 
 async def bill(settings: Settings, **overrides: object) -> int:
-    """One allocation run until nothing is left, as `flowbill bill --once` does."""
-    return await worker.run(settings.model_copy(update=overrides), once=True)
+    """One allocation run until nothing is left, as `flowbill bill --once` does (as the
+    billing role)."""
+    return await worker.run(
+        as_component(settings, "billing").model_copy(update=overrides), once=True
+    )

@@ -31,13 +31,14 @@ async def payments_held_pending(gateway_url: str) -> None:
 
 
 @pytest.fixture
-def rotation(settings: Settings) -> Iterator[Settings]:
-    """The payment party's previous secret set for the overlap; unset again afterwards."""
-    settings.payment_callback_secret_previous = SecretStr(OLD_PAYMENT_SECRET)
+def rotation(api_settings: Settings) -> Iterator[Settings]:
+    """The payment party's previous secret set for the overlap in the API's settings (it
+    reads them at each request); unset again afterwards."""
+    api_settings.payment_callback_secret_previous = SecretStr(OLD_PAYMENT_SECRET)
     try:
-        yield settings
+        yield api_settings
     finally:
-        settings.payment_callback_secret_previous = None
+        api_settings.payment_callback_secret_previous = None
 
 
 async def pending_payment_order(

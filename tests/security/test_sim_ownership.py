@@ -17,7 +17,7 @@ from flowbill.settings import Settings
 from flowbill.units import MB
 from tenants.schemas import Role
 from tests.billing.cars import Car, bill, new_vin
-from tests.conftest import assert_problem, bearer, make_tenant, new_iccid
+from tests.conftest import as_component, assert_problem, bearer, make_tenant, new_iccid
 from tests.iot_cards.factories import Store, block_prefix, new_card
 from tests.sponsors.factories import accept, fit_vehicle, own_sims
 from tests.wallet.factories import balance_of, funded_driver, idem
@@ -409,7 +409,7 @@ async def test_coverage_follows_the_drivers_answer_and_owner_changes_at_the_next
 ) -> None:
     # The billing loop looks every few seconds; one look (not the full pass) must see them.
     car = await Car(http, settings).open(operator_key, wallet_mb=100, accept=False)
-    async with worker.biller(settings) as biller:
+    async with worker.biller(as_component(settings, "billing")) as biller:
         await biller.refresh_coverage(force_all=True)
         assert "wallet_has_data" not in await car.coverage()
         await accept(http, car.driver, car.vin)

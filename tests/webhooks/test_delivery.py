@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from flowbill import db
 from flowbill.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import as_component, free_port
 from tests.webhooks.conftest import (
     SCHEDULE,
     TIMEOUT,
@@ -427,6 +427,6 @@ async def test_run_once_delivers_what_is_due(
     quick = settings.model_copy(
         update={"webhook_timeout_seconds": TIMEOUT, "webhook_retry_schedule_seconds": [1.0]}
     )
-    await delivery.run(quick, once=True)
+    await delivery.run(as_component(quick, "webhooks"), once=True)
     [got] = receiver.at("run")
     signing.verify(secret, body=got.body, headers=got.headers)
