@@ -89,7 +89,7 @@ def refusal(ip: IPAddress) -> str | None:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             why = refusal(embedded)
-            return None if why is None else f"carries {embedded}, which is {why}"
+            return None if why is None else f"an IPv6 form of {embedded}, which is {why}"
         for network, why in _REFUSED_V6:
             if ip in network:
                 return why
