@@ -11,21 +11,26 @@ type and for nothing having changed.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID
 
 import httpx
 import pytest
+import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from flowbill import db
 from flowbill.settings import Settings
 from tenants.schemas import Role
-from tests.conftest import assert_problem, bearer, make_tenant
+from tests.conftest import assert_problem, bearer, free_port, make_tenant
 from tests.webhooks.conftest import (  # noqa: F401 (fixtures: own_queue, pool, receiver)
     Receiver,
     Reply,
@@ -420,3 +425,74 @@ async def test_a_redirect_to_an_internal_address_is_not_followed(
         message_id,
     )
     assert (status, code) == ("failed", 307)
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A test CA and a server certificate it signed for `tls.example` alone (openssl)."""
+    where = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Test CA",
+            "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=tls.example",
+            "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
+    (where / "san.ext").write_text("subjectAltName=DNS:tls.example\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext",
+            "-out", "server.pem")  # fmt: skip
+    return {name: where / name for name in ("ca.pem", "server.pem", "server.key")}
+
+
+async def test_tls_is_verified_for_the_host_name_while_connecting_to_the_checked_address(
+    strict: Settings, dns: Resolver, receiver: Receiver, certificates: dict[str, Path], pool: Pool
+) -> None:
+    """The connection goes to the address the resolver gave (127.0.0.1 under the development
+    setting), and the certificate is checked for the name: the name it was issued for is
+    delivered over https, another name on the same address fails the TLS check."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            receiver.app(), host="127.0.0.1", port=port, log_config=None, lifespan="off",
+            ssl_certfile=str(certificates["server.pem"]),
+            ssl_keyfile=str(certificates["server.key"]),
+        )
+    )  # fmt: skip
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done()
+            await asyncio.sleep(0.02)
+        dns.answer("tls.example", ["127.0.0.1"])
+        dns.answer("impostor.example", ["127.0.0.1"])
+        tenant_id, _ = await sponsor(strict)
+        https_local = EgressPolicy(resolver=dns, allow_http=False, allow_private=True)
+        for name in ("tls.example", "impostor.example"):
+            url = f"https://{name}:{port}/{name}"
+            await registered(pool, tenant_id=tenant_id, url=url, policy=https_local)
+        good = await emit(pool, tenant_id=tenant_id, event_key="tls", event_type="webhook.test")
+        trust = ssl.create_default_context(cafile=str(certificates["ca.pem"]))
+        async with egress.client(
+            https_local, timeout_seconds=2, max_connections=4, ssl_context=trust
+        ) as client:
+            assert await deliver(pool, client) == 2
+    finally:
+        server.should_exit = True
+        await serving
+    [got] = receiver.at("tls.example")
+    assert got.headers["host"] == f"tls.example:{port}"
+    assert receiver.at("impostor.example") == []
+    logged = await rows(
+        pool,
+        """SELECT e.url, a.status, a.error FROM webhook_attempts a
+           JOIN webhook_endpoints e USING (endpoint_id)
+           WHERE a.message_id = %s AND a.attempt_no = 1 ORDER BY e.url""",
+        good,
+    )
+    assert [(url.split("/")[2], status) for url, status, _ in logged] == [
+        (f"impostor.example:{port}", "failed"),
+        (f"tls.example:{port}", "succeeded"),
+    ]
+    assert "certificate" in logged[0][2].lower() or "hostname" in logged[0][2].lower()
