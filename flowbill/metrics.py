@@ -146,7 +146,7 @@ COVERAGE_BLOCKED_APPS = Gauge(
 # Webhooks: outcome labels are a fixed set; never an endpoint, a tenant or a URL
 WEBHOOK_ATTEMPTS = Counter(
     "flowbill_webhook_attempts_total",
-    "Webhook requests sent, by outcome (succeeded, http_error, timeout, network_error).",
+    "Webhook requests, by outcome (succeeded, http_error, timeout, network_error, refused).",
     ["outcome"],
 )
 WEBHOOK_DELIVERIES = Counter(
@@ -163,6 +163,15 @@ WEBHOOK_QUEUE_DEPTH = Gauge(
     "flowbill_webhook_queue_depth",
     "Webhook attempts waiting to be sent: due now, or scheduled for a retry later.",
     ["state"],
+)
+WEBHOOK_IN_FLIGHT = Gauge(
+    "flowbill_webhook_in_flight",
+    "Webhook requests this sender has under way.",
+)
+WEBHOOK_PURGED = Counter(
+    "flowbill_webhook_purged_total",
+    "Rows deleted by the webhook retention purge, by table (messages, attempts).",
+    ["table"],
 )
 
 # IoT cards: inventory, lifecycle, verification, orders, usage alerts, invoices

@@ -107,6 +107,37 @@ class Settings(BaseSettings):
         default=[5, 300, 1800, 7200, 18000, 36000, 36000], max_length=20
     )
     webhook_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    # Egress (docs/security.md, "Webhook egress"): webhooks go over https to public addresses
+    # only. Development switches, refused in production: plain http, and private, loopback
+    # and link-local addresses (the tests' own receivers listen on 127.0.0.1).
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    # Fairness: requests in flight per sender process, and at most so many of them for one
+    # endpoint and for one tenant, so that an endpoint that hangs holds only its own slots.
+    webhook_concurrency: int = Field(default=64, ge=1, le=1000)
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1, le=100)
+    webhook_tenant_concurrency: int = Field(default=16, ge=1, le=1000)
+    # Test events (`POST /v1/webhooks/endpoints/{id}/test`) an endpoint takes per minute.
+    webhook_test_events_per_minute: int = Field(default=5, ge=1, le=600)
+    # Messages whose deliveries are all over, with their delivery log, are deleted this many
+    # days after they were created; the sender checks every purge_interval_seconds.
+    webhook_retention_days: float = Field(default=90, gt=0, le=3650)
+    webhook_purge_interval_seconds: float = Field(default=3600, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _webhook_egress_is_strict_in_production(self) -> Settings:
+        if self.environment == "production" and (
+            self.webhook_allow_http or self.webhook_allow_private
+        ):
+            raise ValueError(
+                "FLOWBILL_WEBHOOK_ALLOW_HTTP and FLOWBILL_WEBHOOK_ALLOW_PRIVATE are for"
+                " development only"
+            )
+        if self.webhook_endpoint_concurrency > self.webhook_tenant_concurrency:
+            raise ValueError(
+                "FLOWBILL_WEBHOOK_ENDPOINT_CONCURRENCY exceeds FLOWBILL_WEBHOOK_TENANT_CONCURRENCY"
+            )
+        return self
 
     @field_validator("billing_time_zone")
     @classmethod

@@ -5,6 +5,11 @@ Workers claim attempts with FOR UPDATE SKIP LOCKED and a lease (see repository.c
 outside any transaction, and record each outcome in its own short transaction. A worker that
 dies mid-send leaves its attempts to be sent again when the lease ends: delivery is
 at-least-once, and receivers deduplicate on `webhook-id`.
+
+Sending is a continuous pool (`Sender.serve`): a request that ends frees its slot at once, and
+the next due attempt takes it; nobody waits for a batch's slowest request. Each endpoint and
+each tenant may hold only a few of the slots, so an endpoint that hangs until the timeout
+holds its own slots and no one else's. Every request goes through `webhooks.egress`.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
 
 import httpx
 from prometheus_client import start_http_server
@@ -26,7 +34,8 @@ from psycopg_pool import AsyncConnectionPool
 from flowbill import db, metrics
 from flowbill.db import Connection
 from flowbill.settings import Settings
-from webhooks import repository, signing
+from webhooks import egress, repository, signing
+from webhooks.egress import EgressPolicy, EgressRefused, HostNotFound
 from webhooks.repository import DueAttempt
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,8 @@ MAX_RETRY_AFTER_SECONDS = 24 * 3600.0
 # take it over.
 LEASE_MARGIN = timedelta(seconds=30)
 BATCH = 100
+# The purge deletes so many messages per transaction, so that it never holds locks for long.
+PURGE_BATCH = 1000
 EXCERPT_CHARS = 500
 _READ_AT_MOST = 4096
 USER_AGENT = "Flowbill-Webhooks/1.0"
@@ -126,6 +137,18 @@ async def send(
                 head += chunk
                 if len(head) >= _READ_AT_MOST:
                     break
+    except EgressRefused as refused:
+        # Refused before any connection was opened: there is nothing read back to keep.
+        return Outcome(
+            succeeded=False, kind="refused", status_code=None, response_excerpt=None,
+            error=f"refused: {refused}"[:EXCERPT_CHARS],
+            duration_seconds=time.perf_counter() - started,
+        )  # fmt: skip
+    except HostNotFound as missing:
+        return Outcome(
+            succeeded=False, kind="network_error", status_code=None, response_excerpt=None,
+            error=str(missing)[:EXCERPT_CHARS], duration_seconds=time.perf_counter() - started,
+        )  # fmt: skip
     except (TimeoutError, httpx.TimeoutException):
         return Outcome(
             succeeded=False, kind="timeout", status_code=None, response_excerpt=None,
@@ -233,6 +256,135 @@ async def _deliver_one(
         log.warning("webhook delivery given up after its last retry", extra=context)
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Requests one sender has in flight: in all, and at most for one endpoint, one tenant
+    (None: no limit of that kind)."""
+
+    total: int
+    per_endpoint: int | None = None
+    per_tenant: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            total=settings.webhook_concurrency,
+            per_endpoint=settings.webhook_endpoint_concurrency,
+            per_tenant=settings.webhook_tenant_concurrency,
+        )
+
+
+class Sender:
+    """Sends due attempts within its limits, and knows what it has in flight."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Connection],
+        http: httpx.AsyncClient,
+        *,
+        limits: Limits,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        schedule: Sequence[float] = RETRY_SCHEDULE_SECONDS,
+    ) -> None:
+        self._pool = pool
+        self._http = http
+        self.limits = limits
+        self._timeout = timeout_seconds
+        self._schedule = tuple(schedule)
+        self._by_endpoint: Counter[UUID] = Counter()
+        self._by_tenant: Counter[UUID] = Counter()
+        self._in_flight = 0
+        self._slot_freed = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def claim(self, *, now: datetime, limit: int) -> list[DueAttempt]:
+        """Lease up to `limit` due attempts that fit the limits beside what is in flight."""
+        lease_until = now + timedelta(seconds=self._timeout) + LEASE_MARGIN
+        async with db.transaction(self._pool) as conn:
+            return await repository.claim_due(
+                conn, now=now, lease_until=lease_until, limit=limit,
+                per_endpoint=self.limits.per_endpoint, per_tenant=self.limits.per_tenant,
+                busy_endpoints=+self._by_endpoint, busy_tenants=+self._by_tenant,
+            )  # fmt: skip
+
+    async def _send(self, attempt: DueAttempt, *, now: datetime, tally: Round) -> None:
+        try:
+            await _deliver_one(
+                self._pool, self._http, attempt, now=now, timeout_seconds=self._timeout,
+                schedule=self._schedule, tally=tally,
+            )  # fmt: skip
+        finally:
+            self._by_endpoint[attempt.endpoint_id] -= 1
+            self._by_tenant[attempt.tenant_id] -= 1
+            self._in_flight -= 1
+            metrics.WEBHOOK_IN_FLIGHT.set(self._in_flight)
+            self._slot_freed.set()
+
+    def _start(
+        self, group: asyncio.TaskGroup, attempt: DueAttempt, *, now: datetime, tally: Round
+    ) -> None:
+        self._by_endpoint[attempt.endpoint_id] += 1
+        self._by_tenant[attempt.tenant_id] += 1
+        self._in_flight += 1
+        metrics.WEBHOOK_IN_FLIGHT.set(self._in_flight)
+        group.create_task(
+            self._send(attempt, now=now, tally=tally), name=f"webhook-attempt-{attempt.attempt_id}"
+        )
+
+    async def round(self, *, now: datetime, limit: int | None = None) -> Round:
+        """Claim what is due at `now` (up to `limit`, within the limits), send it side by side,
+        and return when every request has ended."""
+        claimed = await self.claim(now=now, limit=min(limit or self.limits.total, self._free))
+        tally = Round(attempts=len(claimed))
+        async with asyncio.TaskGroup() as group:
+            for attempt in claimed:
+                self._start(group, attempt, now=now, tally=tally)
+        return tally
+
+    @property
+    def _free(self) -> int:
+        return max(self.limits.total - self._in_flight, 0)
+
+    async def serve(self, stop: asyncio.Event, *, interval_seconds: float) -> None:
+        """Keep the slots busy until `stop`: claim whenever a slot frees, or every
+        `interval_seconds` for what fell due since; then let the requests under way end."""
+        tally = Round()
+        async with asyncio.TaskGroup() as group:
+            while not stop.is_set():
+                self._slot_freed.clear()
+                if self._free:
+                    now = datetime.now(UTC)
+                    try:
+                        claimed = await self.claim(now=now, limit=self._free)
+                    except Exception:
+                        log.exception("webhook claim failed")
+                        claimed = []
+                    for attempt in claimed:
+                        self._start(group, attempt, now=now, tally=tally)
+                    tally.attempts += len(claimed)
+                # Either every slot is taken, or nothing more is due within the limits: what
+                # changes that is a request ending, or time passing.
+                await _first_of(stop.wait(), self._slot_freed.wait(), seconds=interval_seconds)
+        log.info(
+            "webhook sender drained",
+            extra={"attempts": tally.attempts, "succeeded": tally.succeeded,
+                   "retrying": tally.retrying, "given_up": tally.given_up},
+        )  # fmt: skip
+
+
+async def _first_of(*waits: Coroutine[Any, Any, object], seconds: float) -> None:
+    """Wait until the first of `waits` is done, or `seconds`; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 async def deliver_round(
     pool: AsyncConnectionPool[Connection],
     http: httpx.AsyncClient,
@@ -241,22 +393,14 @@ async def deliver_round(
     limit: int,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     schedule: Sequence[float] = RETRY_SCHEDULE_SECONDS,
+    limits: Limits | None = None,
 ) -> Round:
     """Claim up to `limit` attempts due at `now`, send them side by side, record each."""
-    lease_until = now + timedelta(seconds=timeout_seconds) + LEASE_MARGIN
-    async with db.transaction(pool) as conn:
-        claimed = await repository.claim_due(conn, now=now, lease_until=lease_until, limit=limit)
-    tally = Round(attempts=len(claimed))
-    async with asyncio.TaskGroup() as group:
-        for attempt in claimed:
-            group.create_task(
-                _deliver_one(
-                    pool, http, attempt, now=now, timeout_seconds=timeout_seconds,
-                    schedule=schedule, tally=tally,
-                ),
-                name=f"webhook-attempt-{attempt.attempt_id}",
-            )  # fmt: skip
-    return tally
+    sender = Sender(
+        pool, http, limits=limits or Limits(total=limit), timeout_seconds=timeout_seconds,
+        schedule=schedule,
+    )  # fmt: skip
+    return await sender.round(now=now, limit=limit)
 
 
 async def deliver_due(
@@ -267,6 +411,7 @@ async def deliver_due(
     limit: int,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     schedule: Sequence[float] = RETRY_SCHEDULE_SECONDS,
+    limits: Limits | None = None,
 ) -> int:
     """Send up to `limit` attempts due at `now`; returns how many were sent.
 
@@ -274,8 +419,9 @@ async def deliver_due(
     the wall clock's.
     """
     done = await deliver_round(
-        pool, http, now=now, limit=limit, timeout_seconds=timeout_seconds, schedule=schedule
-    )
+        pool, http, now=now, limit=limit, timeout_seconds=timeout_seconds, schedule=schedule,
+        limits=limits,
+    )  # fmt: skip
     return done.attempts
 
 
@@ -287,9 +433,67 @@ async def observe_queue(pool: AsyncConnectionPool[Connection], *, now: datetime)
     metrics.WEBHOOK_QUEUE_DEPTH.labels("scheduled").set(scheduled)
 
 
-async def run(settings: Settings, *, once: bool, metrics_port: int | None = None) -> None:
-    """Deliver webhooks until SIGTERM or SIGINT; with `once`, send what is due now and return."""
-    stop = asyncio.Event()
+async def purge(
+    pool: AsyncConnectionPool[Connection], *, created_before: datetime, batch: int = PURGE_BATCH
+) -> tuple[int, int]:
+    """Delete the messages created before `created_before` whose deliveries are all over
+    (none pending), with their delivery log, a batch per transaction; (messages, attempts)."""
+    messages = attempts = 0
+    while True:
+        async with db.transaction(pool) as conn:
+            gone, logged = await repository.purge_finished(
+                conn, created_before=created_before, limit=batch
+            )
+        messages, attempts = messages + gone, attempts + logged
+        metrics.WEBHOOK_PURGED.labels("messages").inc(gone)
+        metrics.WEBHOOK_PURGED.labels("attempts").inc(logged)
+        if gone < batch:
+            return messages, attempts
+
+
+def client(settings: Settings, *, policy: EgressPolicy | None = None) -> httpx.AsyncClient:
+    """The sender's HTTP client, under the egress policy the settings give (or `policy`)."""
+    return egress.client(
+        policy or EgressPolicy.from_settings(settings),
+        timeout_seconds=settings.webhook_timeout_seconds,
+        max_connections=settings.webhook_concurrency,
+    )
+
+
+async def _housekeeping(
+    pool: AsyncConnectionPool[Connection], settings: Settings, stop: asyncio.Event
+) -> None:
+    """Queue gauges every interval; the retention purge every purge interval."""
+    retention = timedelta(days=settings.webhook_retention_days)
+    next_purge = 0.0
+    while not stop.is_set():
+        now = datetime.now(UTC)
+        try:
+            await observe_queue(pool, now=now)
+            if time.monotonic() >= next_purge:
+                messages, attempts = await purge(pool, created_before=now - retention)
+                next_purge = time.monotonic() + settings.webhook_purge_interval_seconds
+                if messages:
+                    log.info(
+                        "webhook logs purged", extra={"messages": messages, "attempts": attempts}
+                    )
+        except Exception:
+            log.exception("webhook housekeeping failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.webhook_interval_seconds)
+
+
+async def run(
+    settings: Settings,
+    *,
+    once: bool,
+    metrics_port: int | None = None,
+    policy: EgressPolicy | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Deliver webhooks until SIGTERM or SIGINT (or `stop`); with `once`, send what is due now,
+    purge what retention says, and return."""
+    stop = stop or asyncio.Event()
     if not once:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -299,41 +503,40 @@ async def run(settings: Settings, *, once: bool, metrics_port: int | None = None
     schedule = tuple(settings.webhook_retry_schedule_seconds)
     if any(not 0 <= delay <= MAX_RETRY_AFTER_SECONDS * 7 for delay in schedule):
         raise ValueError("FLOWBILL_WEBHOOK_RETRY_SCHEDULE_SECONDS: each delay is 0 s to 7 days")
+    limits = Limits.from_settings(settings)
     pool = db.create_pool(settings, name="flowbill-webhooks")
     await pool.open(wait=True)
     log.info(
         "webhook sender started",
-        extra={"retries": len(schedule), "timeout_seconds": settings.webhook_timeout_seconds},
-    )
+        extra={
+            "retries": len(schedule), "timeout_seconds": settings.webhook_timeout_seconds,
+            "concurrency": limits.total, "endpoint_concurrency": limits.per_endpoint,
+            "tenant_concurrency": limits.per_tenant,
+        },
+    )  # fmt: skip
     try:
-        async with httpx.AsyncClient(
-            timeout=settings.webhook_timeout_seconds, follow_redirects=False
-        ) as http:
-            while not stop.is_set():
+        async with client(settings, policy=policy) as http:
+            sender = Sender(
+                pool, http, limits=limits, timeout_seconds=settings.webhook_timeout_seconds,
+                schedule=schedule,
+            )  # fmt: skip
+            if once:
+                while (await sender.round(now=datetime.now(UTC))).attempts:
+                    pass
                 now = datetime.now(UTC)
-                try:
-                    done = await deliver_round(
-                        pool, http, now=now, limit=BATCH,
-                        timeout_seconds=settings.webhook_timeout_seconds, schedule=schedule,
-                    )  # fmt: skip
-                    await observe_queue(pool, now=now)
-                except Exception:
-                    log.exception("webhook delivery round failed")
-                    done = Round()
-                if done.attempts:
-                    log.info(
-                        "webhooks sent",
-                        extra={
-                            "attempts": done.attempts, "succeeded": done.succeeded,
-                            "retrying": done.retrying, "given_up": done.given_up,
-                        },
-                    )  # fmt: skip
-                if done.attempts >= BATCH:
-                    continue
-                if once:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=settings.webhook_interval_seconds)
+                await purge(
+                    pool, created_before=now - timedelta(days=settings.webhook_retention_days)
+                )
+                await observe_queue(pool, now=now)
+            else:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(
+                        _housekeeping(pool, settings, stop), name="webhook-housekeeping"
+                    )
+                    group.create_task(
+                        sender.serve(stop, interval_seconds=settings.webhook_interval_seconds),
+                        name="webhook-sender",
+                    )
     finally:
         await pool.close()
     log.info("webhook sender stopped")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowbill.errors import Conflict, InvalidInput, NotFound
+from flowbill.errors import Conflict, FlowbillError, InvalidInput, NotFound
 
 
 class InvalidEndpointUrl(InvalidInput):
@@ -38,3 +38,20 @@ class EndpointDisabled(Conflict):
 class TooManyEndpoints(Conflict):
     type_ = "too-many-webhook-endpoints"
     title = "Too many webhook endpoints"
+
+
+class DestinationRefused(InvalidEndpointUrl):
+    type_ = "webhook-destination-refused"
+    title = "Webhooks are not sent there"
+
+
+class TestEventsLimited(FlowbillError):
+    """Too many test events to one endpoint; `retry_after` says when the next one is taken."""
+
+    status = 429
+    type_ = "webhook-test-events-limited"
+    title = "Too many test events"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from psycopg.rows import class_row
@@ -67,6 +68,7 @@ class DueAttempt:
     attempt_id: int
     message_id: int
     endpoint_id: UUID
+    tenant_id: UUID
     attempt_no: int
     trigger: str
     msg_id: str
@@ -142,15 +144,32 @@ async def list_endpoints(
 
 
 async def get_endpoint(
-    conn: Connection, *, tenant_id: UUID, endpoint_id: UUID
+    conn: Connection, *, tenant_id: UUID, endpoint_id: UUID, for_update: bool = False
 ) -> EndpointRow | None:
+    lock = " FOR UPDATE" if for_update else ""
     async with conn.cursor(row_factory=class_row(EndpointRow)) as cur:
         await cur.execute(
             f"""SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints
-                WHERE tenant_id = %s AND endpoint_id = %s AND deleted_at IS NULL""",
+                WHERE tenant_id = %s AND endpoint_id = %s AND deleted_at IS NULL{lock}""",
             (tenant_id, endpoint_id),
         )
         return await cur.fetchone()
+
+
+async def recent_tests(
+    conn: Connection, *, endpoint_id: UUID, window: timedelta
+) -> tuple[int, timedelta | None]:
+    """Test events queued to the endpoint within `window` of the database's clock: how many,
+    and how long ago the oldest of them was."""
+    cur = await conn.execute(
+        """SELECT count(*), now() - min(created_at) FROM webhook_attempts
+           WHERE endpoint_id = %s AND trigger = 'test' AND attempt_no = 1
+             AND created_at > now() - %s""",
+        (endpoint_id, window),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), row[1]
 
 
 async def update_endpoint(
@@ -393,34 +412,78 @@ async def schedule_failed_since(
 
 
 async def claim_due(
-    conn: Connection, *, now: datetime, lease_until: datetime, limit: int
+    conn: Connection,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    per_endpoint: int | None = None,
+    per_tenant: int | None = None,
+    busy_endpoints: Mapping[UUID, int] | None = None,
+    busy_tenants: Mapping[UUID, int] | None = None,
 ) -> list[DueAttempt]:
-    """Lease up to `limit` due attempts of enabled endpoints to this worker.
+    """Lease up to `limit` due attempts of enabled endpoints to this worker, oldest first, at
+    most `per_endpoint` for an endpoint and `per_tenant` for a tenant counting what this
+    worker already sends for them (`busy_*`: attempts in flight by endpoint and by tenant).
 
-    SKIP LOCKED lets workers claim side by side; the lease (due_at moved to lease_until) keeps
-    others off an attempt after this transaction commits, while it is being sent.
+    The limits are taken per endpoint first (an index probe each, so that a backlog at one
+    endpoint is never read whole), then per tenant. SKIP LOCKED lets workers claim side by
+    side; the lease (due_at moved to lease_until) keeps others off an attempt after this
+    transaction commits, while it is being sent.
     """
+    busy_e = dict(busy_endpoints or {})
+    busy_t = dict(busy_tenants or {})
     async with conn.cursor(row_factory=class_row(DueAttempt)) as cur:
         await cur.execute(
-            """WITH due AS (
+            """WITH busy_endpoint AS (
+                   SELECT * FROM unnest(%(be_ids)s::uuid[], %(be_n)s::int[]) AS b(endpoint_id, n)
+               ), busy_tenant AS (
+                   SELECT * FROM unnest(%(bt_ids)s::uuid[], %(bt_n)s::int[]) AS b(tenant_id, n)
+               ), per_endpoint AS (
+                   SELECT e.tenant_id, a.attempt_id, a.due_at
+                   FROM webhook_endpoints e
+                   LEFT JOIN busy_endpoint be USING (endpoint_id)
+                   CROSS JOIN LATERAL (
+                       SELECT a.attempt_id, a.due_at FROM webhook_attempts a
+                       WHERE a.endpoint_id = e.endpoint_id AND a.status = 'pending'
+                         AND a.due_at <= %(now)s
+                       ORDER BY a.due_at, a.attempt_id
+                       LIMIT greatest(coalesce(%(per_endpoint)s::int - be.n, %(per_endpoint)s::int,
+                                               %(limit)s::int), 0)
+                   ) a
+                   WHERE e.enabled AND e.deleted_at IS NULL
+               ), per_tenant AS (
+                   SELECT p.attempt_id, p.due_at,
+                          row_number() OVER (PARTITION BY p.tenant_id
+                                             ORDER BY p.due_at, p.attempt_id)
+                            + coalesce(bt.n, 0) AS rank_in_tenant
+                   FROM per_endpoint p LEFT JOIN busy_tenant bt USING (tenant_id)
+               ), due AS (
                    SELECT a.attempt_id FROM webhook_attempts a
-                   JOIN webhook_endpoints e USING (endpoint_id)
-                   WHERE a.status = 'pending' AND a.due_at <= %(now)s
-                     AND e.enabled AND e.deleted_at IS NULL
-                   ORDER BY a.due_at
-                   LIMIT %(limit)s
+                   WHERE a.attempt_id IN (
+                         SELECT attempt_id FROM per_tenant
+                         WHERE %(per_tenant)s::int IS NULL OR rank_in_tenant <= %(per_tenant)s::int
+                         ORDER BY due_at, attempt_id LIMIT %(limit)s)
+                     AND a.status = 'pending' AND a.due_at <= %(now)s
                    FOR UPDATE OF a SKIP LOCKED
                )
                UPDATE webhook_attempts a SET due_at = %(lease_until)s
                FROM due, webhook_endpoints e, webhook_messages m
                WHERE a.attempt_id = due.attempt_id AND e.endpoint_id = a.endpoint_id
                  AND m.message_id = a.message_id
-               RETURNING a.attempt_id, a.message_id, a.endpoint_id, a.attempt_no, a.trigger,
-                         m.msg_id, m.body, e.url, e.secret, e.previous_secret,
+               RETURNING a.attempt_id, a.message_id, a.endpoint_id, e.tenant_id, a.attempt_no,
+                         a.trigger, m.msg_id, m.body, e.url, e.secret, e.previous_secret,
                          e.previous_secret_until""",
-            {"now": now, "lease_until": lease_until, "limit": limit},
-        )
-        return await cur.fetchall()
+            {
+                "now": now, "lease_until": lease_until, "limit": limit,
+                "per_endpoint": per_endpoint, "per_tenant": per_tenant,
+                "be_ids": list(busy_e), "be_n": list(busy_e.values()),
+                "bt_ids": list(busy_t), "bt_n": list(busy_t.values()),
+            },
+        )  # fmt: skip
+        claimed = await cur.fetchall()
+    # UPDATE … RETURNING keeps no order.
+    return sorted(claimed, key=lambda a: a.attempt_id)
 
 
 async def record_attempt(
@@ -455,6 +518,34 @@ async def queue_depth(conn: Connection, *, now: datetime) -> tuple[int, int]:
         """SELECT count(*) FILTER (WHERE due_at <= %s), count(*) FILTER (WHERE due_at > %s)
            FROM webhook_attempts WHERE status = 'pending'""",
         (now, now),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def purge_finished(
+    conn: Connection, *, created_before: datetime, limit: int
+) -> tuple[int, int]:
+    """Delete up to `limit` messages created before `created_before` that have no attempt
+    still pending, with their attempts; (messages, attempts) deleted."""
+    cur = await conn.execute(
+        """WITH old AS (
+               SELECT m.message_id FROM webhook_messages m
+               WHERE m.created_at < %s
+                 AND NOT EXISTS (SELECT 1 FROM webhook_attempts a
+                                 WHERE a.message_id = m.message_id AND a.status = 'pending')
+               ORDER BY m.created_at LIMIT %s
+               FOR UPDATE SKIP LOCKED
+           ), attempts AS (
+               DELETE FROM webhook_attempts a USING old WHERE a.message_id = old.message_id
+               RETURNING 1
+           ), messages AS (
+               DELETE FROM webhook_messages m USING old WHERE m.message_id = old.message_id
+               RETURNING 1
+           )
+           SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM attempts)""",
+        (created_before, limit),
     )
     row = await cur.fetchone()
     assert row is not None

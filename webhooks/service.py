@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import secrets
 import string
 from collections import defaultdict
@@ -18,17 +19,22 @@ from enum import Enum
 from urllib.parse import urlsplit
 from uuid import UUID
 
+import httpx
+
 from flowbill import paging
 from flowbill.db import Connection
 from flowbill.errors import InvalidInput
 from flowbill.paging import Page
 from webhooks import repository, signing
+from webhooks.egress import EgressPolicy, EgressRefused, HostNotFound
 from webhooks.errors import (
+    DestinationRefused,
     EndpointDisabled,
     EndpointNotFound,
     InvalidEndpointUrl,
     InvalidEvent,
     MessageNotFound,
+    TestEventsLimited,
     TooManyEndpoints,
     UnknownEventType,
 )
@@ -55,6 +61,7 @@ MAX_ENDPOINTS_PER_TENANT = 50
 # The spec recommends bodies well under 20 kB; this is a hard stop, not a target.
 MAX_BODY_BYTES = 65536
 MAX_EVENT_KEY_LENGTH = 300
+_MINUTE = timedelta(minutes=1)
 _MSG_ID_ALPHABET = string.ascii_letters + string.digits
 
 
@@ -95,6 +102,28 @@ def check_url(url: str) -> str:
     return url
 
 
+async def check_destination(url: str, egress: EgressPolicy) -> str:
+    """The URL if webhooks may be sent there now: well formed (`check_url`), https (unless
+    development allows http), and a host whose every address is public. Raises
+    InvalidEndpointUrl, or DestinationRefused saying why not.
+
+    A name that does not resolve (yet) is taken: every send resolves it again and refuses a
+    private address then, so this check is the early answer, not the guard.
+    """
+    url = check_url(url)
+    try:
+        parsed = httpx.URL(url)
+        egress.check_scheme(parsed.scheme)
+        await egress.addresses(parsed.raw_host.decode("ascii"), parsed.port or 443)
+    except httpx.InvalidURL:
+        raise InvalidEndpointUrl("the URL's host name is not valid") from None
+    except EgressRefused as refused:
+        raise DestinationRefused(f"webhooks are not sent there: {refused}") from None
+    except HostNotFound:
+        pass
+    return url
+
+
 def check_event_types(event_types: list[str]) -> list[str]:
     """The filter without repeats, in order; raises UnknownEventType for a type we never send."""
     unknown = sorted({t for t in event_types if t not in EVENT_TYPE_NAMES})
@@ -130,10 +159,15 @@ async def _endpoint(conn: Connection, *, tenant_id: UUID, endpoint_id: UUID) -> 
 
 
 async def create_endpoint(
-    conn: Connection, *, tenant_id: UUID, spec: EndpointCreate, now: datetime
+    conn: Connection,
+    *,
+    tenant_id: UUID,
+    spec: EndpointCreate,
+    now: datetime,
+    egress: EgressPolicy,
 ) -> EndpointCreated:
     """A new endpoint with a new signing secret, shown in this answer only."""
-    url = check_url(spec.url)
+    url = await check_destination(spec.url, egress)
     wanted = check_event_types(spec.event_types)
     if await repository.count_endpoints(conn, tenant_id) >= MAX_ENDPOINTS_PER_TENANT:
         raise TooManyEndpoints(f"a tenant has at most {MAX_ENDPOINTS_PER_TENANT} webhook endpoints")
@@ -165,14 +199,20 @@ async def get_endpoint(
 
 
 async def update_endpoint(
-    conn: Connection, *, tenant_id: UUID, endpoint_id: UUID, spec: EndpointUpdate, now: datetime
+    conn: Connection,
+    *,
+    tenant_id: UUID,
+    endpoint_id: UUID,
+    spec: EndpointUpdate,
+    now: datetime,
+    egress: EgressPolicy,
 ) -> EndpointPublic:
     """Change an endpoint's URL, description, event filter or whether it is enabled."""
     row = await repository.update_endpoint(
         conn,
         tenant_id=tenant_id,
         endpoint_id=endpoint_id,
-        url=None if spec.url is None else check_url(spec.url),
+        url=None if spec.url is None else await check_destination(spec.url, egress),
         description=spec.description,
         event_types=None if spec.event_types is None else check_event_types(spec.event_types),
         enabled=spec.enabled,
@@ -293,11 +333,26 @@ async def enqueue(
     return message_id
 
 
-async def send_test(conn: Connection, *, tenant_id: UUID, endpoint_id: UUID, now: datetime) -> str:
-    """Queue a `webhook.test` message to this endpoint alone; returns its msg_id."""
-    endpoint = await _endpoint(conn, tenant_id=tenant_id, endpoint_id=endpoint_id)
+async def send_test(
+    conn: Connection, *, tenant_id: UUID, endpoint_id: UUID, now: datetime, per_minute: int
+) -> str:
+    """Queue a `webhook.test` message to this endpoint alone; returns its msg_id. An endpoint
+    takes `per_minute` test events in any minute; more raise TestEventsLimited."""
+    # The lock makes concurrent requests for one endpoint count one after the other.
+    endpoint = await repository.get_endpoint(
+        conn, tenant_id=tenant_id, endpoint_id=endpoint_id, for_update=True
+    )
+    if endpoint is None:
+        raise EndpointNotFound(f"no webhook endpoint {endpoint_id}")
     if not endpoint.enabled:
         raise EndpointDisabled("enable the endpoint to send it a test event")
+    sent, oldest_age = await repository.recent_tests(conn, endpoint_id=endpoint_id, window=_MINUTE)
+    if sent >= per_minute:
+        wait = math.ceil((_MINUTE - oldest_age).total_seconds()) if oldest_age else 1
+        raise TestEventsLimited(
+            f"an endpoint takes {per_minute} test events a minute; try again in {wait} s",
+            retry_after=max(wait, 1),
+        )
     created = await _create_message(
         conn, tenant_id=tenant_id, event_type=TEST_EVENT,
         event_key=f"{TEST_EVENT}:{secrets.token_hex(16)}",

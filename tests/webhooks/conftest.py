@@ -3,13 +3,18 @@
 `deliver_due` sends whatever is due in the whole database, so the modules that deliver use
 `own_queue`: before each test every attempt still pending (left over by any earlier test) is
 cancelled, and these tests own the queue while they run.
+
+The receivers listen on http://127.0.0.1, which the egress policy refuses: these tests run
+under the development settings that allow plain http and private addresses
+(`FLOWBILL_WEBHOOK_ALLOW_HTTP`, `FLOWBILL_WEBHOOK_ALLOW_PRIVATE`); tests/security shows the
+refusals with them off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +32,11 @@ from flowbill.settings import Settings
 from tenants.schemas import Role
 from tests.conftest import make_tenant, serving
 from webhooks import service
+from webhooks.egress import EgressPolicy, system_resolver
 from webhooks.schemas import EndpointCreate
+
+# The development policy the receivers need (loopback, plain http).
+LOOPBACK = EgressPolicy(resolver=system_resolver, allow_http=True, allow_private=True)
 
 # Short enough that a test walks the whole schedule by moving `now`, never by sleeping.
 SCHEDULE = (1.0, 1.0, 1.0)
@@ -83,6 +92,16 @@ class Receiver:
         return Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
 
 
+@pytest.fixture(autouse=True)
+def receivers_on_loopback(settings: Settings) -> Iterator[None]:
+    """The API and the sender run under the development egress settings while a webhook test
+    runs (the API reads the session's settings object at each request)."""
+    before = settings.webhook_allow_http, settings.webhook_allow_private
+    settings.webhook_allow_http = settings.webhook_allow_private = True
+    yield
+    settings.webhook_allow_http, settings.webhook_allow_private = before
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     found = Receiver()
@@ -129,8 +148,9 @@ async def new_endpoint(
     """A committed endpoint; returns (endpoint id, secret)."""
     async with committed(pool) as conn:
         created = await service.create_endpoint(
-            conn, tenant_id=tenant_id, spec=EndpointCreate(url=url, **spec), now=datetime.now(UTC)
-        )
+            conn, tenant_id=tenant_id, spec=EndpointCreate(url=url, **spec), now=datetime.now(UTC),
+            egress=LOOPBACK,
+        )  # fmt: skip
     return created.endpoint_id, created.secret
 
 

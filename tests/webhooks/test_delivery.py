@@ -21,6 +21,7 @@ from flowbill import db
 from flowbill.settings import Settings
 from tests.conftest import as_component, free_port
 from tests.webhooks.conftest import (
+    LOOPBACK,
     SCHEDULE,
     TIMEOUT,
     Receiver,
@@ -43,9 +44,10 @@ Pool = AsyncConnectionPool[db.Connection]
 
 
 @pytest.fixture
-async def sender() -> AsyncIterator[httpx.AsyncClient]:
-    """The sender's HTTP client (the `http` fixture is the API's)."""
-    async with httpx.AsyncClient() as client:
+async def sender(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The sender's HTTP client, as `flowbill webhooks` builds it (the `http` fixture is the
+    API's)."""
+    async with delivery.client(settings) as client:
         yield client
 
 
@@ -278,7 +280,7 @@ async def test_two_workers_never_send_the_same_attempt(
     other_pool = db.create_pool(settings, name="flowbill-webhook-tests-2")
     await other_pool.open(wait=True)
     try:
-        async with httpx.AsyncClient() as one, httpx.AsyncClient() as two:
+        async with delivery.client(settings) as one, delivery.client(settings) as two:
             now = datetime.now(UTC)
             sent = await asyncio.gather(
                 *(
@@ -351,7 +353,7 @@ async def test_a_disabled_endpoint_holds_its_queue_until_enabled(
         async with committed(pool) as conn:
             await service.update_endpoint(
                 conn, tenant_id=tenant, endpoint_id=endpoint_id, spec=EndpointUpdate(enabled=on),
-                now=datetime.now(UTC),
+                now=datetime.now(UTC), egress=LOOPBACK,
             )  # fmt: skip
 
     await enable(False)

@@ -7,14 +7,17 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 
-from api.deps import ConnDep, require_role
+from api.deps import ConnDep, SettingsDep, require_role
 from api.params import Cursor, Limit
 from flowbill.paging import DEFAULT_LIMIT, Page
 from tenants.schemas import Role
 from tenants.service import Caller
 from webhooks import service
+from webhooks.egress import EgressPolicy
+from webhooks.errors import TestEventsLimited
 from webhooks.schemas import (
     AttemptPublic,
     EndpointCreate,
@@ -33,6 +36,13 @@ from webhooks.schemas import (
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 WebhookCaller = Annotated[Caller, Depends(require_role(Role.SPONSOR, Role.MERCHANT))]
+
+
+async def _egress(settings: SettingsDep) -> EgressPolicy:
+    return EgressPolicy.from_settings(settings)
+
+
+EgressDep = Annotated[EgressPolicy, Depends(_egress)]
 MsgIdPath = Annotated[
     str, Path(pattern=r"^msg_[A-Za-z0-9]{16,64}$", description="The `webhook-id` of a message.")
 ]
@@ -49,11 +59,15 @@ async def event_types(
 
 @router.post("/endpoints", status_code=status.HTTP_201_CREATED)
 async def create_endpoint(
-    conn: ConnDep, caller: WebhookCaller, body: EndpointCreate
+    conn: ConnDep, caller: WebhookCaller, egress: EgressDep, body: EndpointCreate
 ) -> EndpointCreated:
-    """Add an endpoint. The answer holds its signing secret, which is never shown again."""
+    """Add an endpoint. The answer holds its signing secret, which is never shown again.
+
+    The URL must be https, and its host must resolve to public addresses only: a URL on a
+    loopback, private, shared (CGNAT), link-local or other reserved address is refused
+    (`webhook-destination-refused`), now and at every send."""
     return await service.create_endpoint(
-        conn, tenant_id=caller.tenant_id, spec=body, now=datetime.now(UTC)
+        conn, tenant_id=caller.tenant_id, spec=body, now=datetime.now(UTC), egress=egress
     )
 
 
@@ -77,12 +91,13 @@ async def get_endpoint(conn: ConnDep, caller: WebhookCaller, endpoint_id: UUID) 
 
 @router.patch("/endpoints/{endpoint_id}")
 async def update_endpoint(
-    conn: ConnDep, caller: WebhookCaller, endpoint_id: UUID, body: EndpointUpdate
+    conn: ConnDep, caller: WebhookCaller, egress: EgressDep, endpoint_id: UUID, body: EndpointUpdate
 ) -> EndpointPublic:
-    """Change an endpoint's URL, description, event types, or enable or disable it."""
+    """Change an endpoint's URL (checked as when it was added), description, event types, or
+    enable or disable it."""
     return await service.update_endpoint(
         conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id, spec=body,
-        now=datetime.now(UTC),
+        now=datetime.now(UTC), egress=egress,
     )  # fmt: skip
 
 
@@ -102,12 +117,34 @@ async def rotate_secret(conn: ConnDep, caller: WebhookCaller, endpoint_id: UUID)
     )
 
 
-@router.post("/endpoints/{endpoint_id}/test", status_code=status.HTTP_202_ACCEPTED)
-async def send_test(conn: ConnDep, caller: WebhookCaller, endpoint_id: UUID) -> QueuedTestEvent:
-    """Send a `webhook.test` event to this endpoint (whatever event types it takes)."""
-    msg_id = await service.send_test(
-        conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id, now=datetime.now(UTC)
-    )
+@router.post(
+    "/endpoints/{endpoint_id}/test",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=QueuedTestEvent,
+    responses={429: {"description": "Too many test events to this endpoint this minute."}},
+)
+async def send_test(
+    request: Request,
+    conn: ConnDep,
+    settings: SettingsDep,
+    caller: WebhookCaller,
+    endpoint_id: UUID,
+) -> QueuedTestEvent | JSONResponse:
+    """Send a `webhook.test` event to this endpoint (whatever event types it takes). An
+    endpoint takes a few test events a minute; more are refused with 429 and `Retry-After`."""
+    try:
+        msg_id = await service.send_test(
+            conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id, now=datetime.now(UTC),
+            per_minute=settings.webhook_test_events_per_minute,
+        )  # fmt: skip
+    except TestEventsLimited as limited:
+        # The one problem handler sets no headers but WWW-Authenticate; this one needs
+        # Retry-After.
+        return JSONResponse(
+            limited.problem(instance=request.url.path), status_code=limited.status,
+            media_type="application/problem+json",
+            headers={"Retry-After": str(limited.retry_after)},
+        )  # fmt: skip
     return QueuedTestEvent(msg_id=msg_id)
 
 
