@@ -4,6 +4,8 @@ in api/deps.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 from collections import OrderedDict
@@ -17,6 +19,11 @@ from api.problems import problem_response
 from flowbill import metrics
 from flowbill.errors import FlowbillError
 from flowbill.settings import Settings
+
+# A refused body is read on (and dropped, never parsed) for at most this much more, so that
+# an ordinary client gets its 413; past it, the connection is closed.
+DRAIN_BYTES = 4 * 1024 * 1024
+DRAIN_SECONDS = 5.0
 
 # Routes that take a whole file, read as a stream up to FLOWBILL_REQUEST_IMPORT_BODY_MAX_BYTES.
 IMPORT_PATHS = frozenset({"/v1/operator/iot/card-imports"})
@@ -66,8 +73,16 @@ class BodyLimit:
             return
         # The settings the app's lifespan built (Starlette puts the app in the scope).
         limit = self.limit_for(scope["app"].state.settings, scope["path"])
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            # A client that waits for "100 Continue" never sends the body; another is sending
+            # it: what is small enough is read and dropped first, so that it reads our answer
+            # (closing on unread data resets the connection, answer and all).
+            if headers.get("expect", "").lower() != "100-continue" and int(declared) <= (
+                limit + DRAIN_BYTES
+            ):
+                await _drain(receive, DRAIN_BYTES + limit)
             await self._refuse(scope, receive, send, limit)
             return
 
@@ -99,6 +114,7 @@ class BodyLimit:
             if not exceeded:
                 raise
         if exceeded and not started:
+            await _drain(receive, DRAIN_BYTES)
             await self._refuse(scope, receive, send, limit)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
@@ -110,6 +126,19 @@ class BodyLimit:
         # Tell the client not to go on sending: the connection is not reused.
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of a refused body, up to `budget` bytes and DRAIN_SECONDS."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while budget > 0:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                budget -= len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
 
 
 @dataclass(slots=True)
