@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     )
     webhook_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
 
+    @field_validator("web_url", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # Compose passes an unset variable as an empty one.
+        return None if value == "" else value
+
     @field_validator("billing_time_zone")
     @classmethod
     def _known_time_zone(cls, zone: str) -> str:
