@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
 from api.broker import BrokerLink
+from api.limits import BodyLimit, RateLimiter
 from api.routers import ROUTERS
 from api.web.templating import STATIC
 from flowbill import db, metrics
@@ -65,7 +67,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = resolved = settings or get_settings()
-        pool = db.create_pool(resolved, name="flowbill-api")
+        app.state.rate_limiter = RateLimiter(resolved)
+        metrics_server = None
+        if resolved.api_metrics_port:
+            # /metrics on an internal port of its own (not the public one).
+            metrics_server, _ = start_http_server(resolved.api_metrics_port, addr=resolved.api_host)
+        pool = db.create_pool(resolved, name="flowbill-api", component="api")
         await pool.open(wait=False)
         broker = BrokerLink(resolved)
         broker.start()
@@ -81,6 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await broker.stop()
             await pool.close()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
 
     app = FastAPI(
         title="Flowbill",
@@ -94,5 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The driver page's stylesheet, script and vendored chart library: served by us, never
     # from a CDN.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Outermost last: the metrics count the 413s of the body limit too.
+    app.add_middleware(BodyLimit)
     app.add_middleware(MetricsMiddleware)
     return app

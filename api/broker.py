@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 import aiomqtt
+import stamina
 
 from flowbill.settings import Settings
 from ingest import mqtt_session
@@ -45,20 +46,34 @@ class BrokerLink:
         await self._client.publish(topic, payload, qos=qos, retain=retain)
 
     async def _maintain(self) -> None:
-        backoff = 0.5
+        # Reconnect for as long as the API runs (no limit on attempts: readiness reports the
+        # link as down meanwhile), with jittered exponential backoff bounded at 10 s, so that
+        # API processes restarted together do not reconnect in step.
         while True:
-            try:
-                async with mqtt_session.broker_client(self._settings) as client:
-                    self._client = client
-                    self._connected.set()
-                    backoff = 0.5
-                    # No subscriptions: iterating only notices a lost connection.
-                    async for _ in client.messages:
-                        pass
-            except aiomqtt.MqttError as exc:
-                log.warning("API broker link down", extra={"error": str(exc)})
-            finally:
-                self._connected.clear()
-                self._client = None
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+            async for attempt in stamina.retry_context(
+                on=aiomqtt.MqttError,
+                attempts=None,
+                timeout=None,
+                wait_initial=0.5,
+                wait_max=10.0,
+                wait_jitter=1.0,
+            ):
+                with attempt:
+                    await self._connection()
+            # A connection that ended cleanly starts over with a short wait.
+            await asyncio.sleep(0.5)
+
+    async def _connection(self) -> None:
+        try:
+            async with mqtt_session.broker_client(self._settings) as client:
+                self._client = client
+                self._connected.set()
+                # No subscriptions: iterating only notices a lost connection.
+                async for _ in client.messages:
+                    pass
+        except aiomqtt.MqttError as exc:
+            log.warning("API broker link down", extra={"error": str(exc)})
+            raise
+        finally:
+            self._connected.clear()
+            self._client = None

@@ -13,13 +13,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.broker import BrokerLink
+from api.limits import RateLimiter
+from flowbill import metrics
 from flowbill.db import Connection
 from flowbill.errors import Unavailable
 from flowbill.periods import Calendar
 from flowbill.settings import Settings
 from iot_cards.gateways import HttpIotGateways
 from tenants import service as tenants
-from tenants.errors import InvalidApiKey, RoleNotAllowed
+from tenants.errors import InvalidApiKey, MalformedApiKey, RecentlyRefusedApiKey, RoleNotAllowed
 from tenants.schemas import Role
 from tenants.service import Caller
 from wallet import exchange
@@ -43,8 +45,64 @@ async def _broker(request: Request) -> BrokerLink:
     return broker
 
 
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fbk_…`")
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _api_key(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise InvalidApiKey("send the API key as `Authorization: Bearer <key>`")
+    return credentials.credentials
+
+
+def _takes_api_key(route: object) -> bool:
+    # Whether the route authenticates its caller by API key: read once from its dependencies
+    # and kept on the route.
+    found: bool | None = getattr(route, "_flowbill_takes_api_key", None)
+    if found is None:
+        pending = list(getattr(getattr(route, "dependant", None), "dependencies", ()))
+        found = False
+        while pending and not found:
+            dependant = pending.pop()
+            found = dependant.call in (_caller, _caller_without_transaction)
+            pending.extend(dependant.dependencies)
+        route._flowbill_takes_api_key = found  # type: ignore[attr-defined]
+    return found
+
+
+def _rate_limit(request: Request, caller: Caller) -> None:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter.admit(key_id=caller.key_id, role=caller.role.value)
+
+
+async def _key_gate(request: Request, credentials: Credentials) -> Caller | None:
+    # Runs before any connection is taken (the transaction depends on it), for routes that
+    # authenticate by API key: a missing, malformed or lately refused key is answered 401,
+    # a key verified lately is rate-limited here, without the database. None: the database
+    # must tell (or the route takes no key).
+    route = request.scope.get("route")
+    if route is None or not _takes_api_key(route):
+        return None
+    try:
+        caller = tenants.screen_key(_api_key(credentials))
+    except MalformedApiKey:
+        metrics.HTTP_REQUESTS_REFUSED.labels("malformed_key", "").inc()
+        raise
+    except RecentlyRefusedApiKey:
+        metrics.HTTP_REQUESTS_REFUSED.labels("refused_key", "").inc()
+        raise
+    if caller is not None:
+        _rate_limit(request, caller)
+    return caller
+
+
+KeyGate = Annotated[Caller | None, Depends(_key_gate)]
+
+
 async def _transaction(
-    pool: Annotated[AsyncConnectionPool[Connection], Depends(_pool)],
+    pool: Annotated[AsyncConnectionPool[Connection], Depends(_pool)], _: KeyGate
 ) -> AsyncIterator[Connection]:
     # The request owns the transaction: committed when the endpoint returns, rolled back
     # when it raises. Services never commit.
@@ -135,33 +193,29 @@ def iot_callback_url(settings: Settings, path: str) -> str | None:
     return f"{settings.public_url.rstrip('/')}{path}" if settings.public_url else None
 
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer fbk_…`")
+async def _caller(
+    request: Request, screened: KeyGate, conn: ConnDep, credentials: Credentials
+) -> Caller:
+    if screened is not None:
+        return screened
+    caller = await tenants.authenticate(conn, _api_key(credentials))
+    _rate_limit(request, caller)
+    return caller
 
 
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-def _api_key(credentials: HTTPAuthorizationCredentials | None) -> str:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise InvalidApiKey("send the API key as `Authorization: Bearer <key>`")
-    return credentials.credentials
-
-
-async def _caller(conn: ConnDep, credentials: Credentials) -> Caller:
-    return await tenants.authenticate(conn, _api_key(credentials))
-
-
-async def _caller_without_transaction(pool: PoolDep, credentials: Credentials) -> Caller:
+async def _caller_without_transaction(
+    request: Request, screened: KeyGate, pool: PoolDep, credentials: Credentials
+) -> Caller:
     # For commands that are one SQL statement (statement_connection): a key verified lately
     # needs no database; another is checked by its own statements (a read, and at most once a
     # minute a touch of last_used_at: neither needs the other's transaction), over before the
     # endpoint takes its connection, so a request never holds two at once.
-    api_key = _api_key(credentials)
-    caller = tenants.remembered_caller(api_key)
-    if caller is not None:
-        return caller
+    if screened is not None:
+        return screened
     async with statement_connection(pool) as conn:
-        return await tenants.authenticate(conn, api_key)
+        caller = await tenants.authenticate(conn, _api_key(credentials))
+    _rate_limit(request, caller)
+    return caller
 
 
 CurrentCaller = Annotated[Caller, Depends(_caller)]

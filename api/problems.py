@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flowbill.errors import FlowbillError, InvalidInput
+from flowbill.errors import FlowbillError, InvalidInput, StatementTimeout
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,12 @@ PROBLEM_JSON = "application/problem+json"
 
 def _problem(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=body["status"], media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem_response(exc: FlowbillError, *, instance: str) -> JSONResponse:
+    """The problem+json answer for a Flowbill error (also for middleware, outside the
+    handlers)."""
+    return _problem(exc.problem(instance=instance), exc.response_headers() or None)
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -34,8 +41,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(FlowbillError)
     async def _flowbill_error(request: Request, exc: FlowbillError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return _problem(exc.problem(instance=request.url.path), headers)
+        return problem_response(exc, instance=request.url.path)
+
+    @app.exception_handler(psycopg.errors.QueryCanceled)
+    async def _statement_timeout(
+        request: Request, exc: psycopg.errors.QueryCanceled
+    ) -> JSONResponse:
+        # statement_timeout (FLOWBILL_API_STATEMENT_TIMEOUT_SECONDS): the statement was
+        # cancelled and the request's transaction rolled back.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        log.warning("statement cancelled", extra={"route": route})
+        error = StatementTimeout("a database statement took too long and was cancelled; retry")
+        return problem_response(error, instance=request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -33,6 +33,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = get_settings()
+    if settings.api_metrics_port and args.workers > 1:
+        # Each worker process has its own metrics; one port cannot serve them all.
+        print("flowbill serve: FLOWBILL_API_METRICS_PORT needs --workers 1 (one process)")
+        return 2
     # With several worker processes uvicorn imports the factory in each of them; each
     # builds its settings from the same environment.
     uvicorn.run(
@@ -44,6 +48,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         loop="uvloop",
+        # X-Forwarded-For/-Proto are believed only from these proxies (the client address in
+        # logs and the https scheme behind a TLS proxy, which the cookies' Secure flag reads).
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # A client that sends headers but never its body holds no worker forever.
+        timeout_keep_alive=5,
     )
     return 0
 

@@ -33,6 +33,10 @@ class FlowbillError(Exception):
         body.update(self.extensions)
         return body
 
+    def response_headers(self) -> dict[str, str]:
+        """HTTP headers that go with the problem (e.g. Retry-After)."""
+        return {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
+
 
 class NotFound(FlowbillError):
     status = 404
@@ -68,3 +72,14 @@ class Unavailable(FlowbillError):
     status = 503
     type_ = "unavailable"
     title = "Service unavailable"
+
+
+class StatementTimeout(Unavailable):
+    """A database statement ran past the component's statement_timeout and was cancelled;
+    its transaction was rolled back, so retrying is safe."""
+
+    type_ = "statement-timeout"
+    title = "The database took too long"
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}

@@ -73,6 +73,12 @@ INGEST_DATABASE_RETRIES = Counter(
 HTTP_REQUESTS = Counter(
     "flowbill_http_requests_total", "HTTP requests served.", ["method", "route", "status"]
 )
+HTTP_REQUESTS_REFUSED = Counter(
+    "flowbill_http_requests_refused_total",
+    "Requests refused by a limit before any database work: body_too_large, rate_limited"
+    " (by the key's role), malformed_key, refused_key (refused by the database moments ago).",
+    ["reason", "role"],
+)
 HTTP_REQUEST_SECONDS = Histogram(
     "flowbill_http_request_duration_seconds",
     "HTTP request latency.",

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PLACEHOLDERS = {"changeme", "change-me", "password", "secret", "flowbill"}
@@ -19,6 +19,17 @@ MIN_CALLBACK_SECRET_BYTES = 32
 # Distinct per party even in development, so that the parties stay apart there too; refused
 # in production, as are placeholders and secrets shorter than 32 bytes.
 _DEVELOPMENT_SECRET = "development-only-{}-callback-secret"  # noqa: S105 (refused in production)
+
+
+class RateLimit(BaseModel):
+    """A token bucket: `per_second` requests on average, `burst` at once after a pause.
+    From the environment as JSON, e.g. `{"per_second": 20, "burst": 200}`."""
+
+    per_second: float = Field(gt=0, le=100_000)
+    burst: int = Field(ge=1, le=1_000_000)
+
+
+MIB = 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -139,6 +150,12 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("web_url", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # Compose passes an unset variable as an empty one.
+        return None if value == "" else value
+
     @field_validator("billing_time_zone")
     @classmethod
     def _known_time_zone(cls, zone: str) -> str:
@@ -169,9 +186,36 @@ class Settings(BaseSettings):
     iot_id_hash_key: SecretStr = SecretStr("change-me")
 
     # The driver page (docs/driver-page.md): how long a browser stays signed in, and whether
-    # its cookie is Secure (unset: when the request came over https).
+    # its cookie is Secure (unset: always, unless the environment is development, where it is
+    # Secure when the request came over https).
     web_session_hours: float = Field(default=12, gt=0, le=24 * 30)
     web_cookie_secure: bool | None = None
+    # Where people's browsers reach the API (sign-in links); not PUBLIC_URL, which is where the
+    # gateways call back and may be an internal address. Unset: the request's own address.
+    web_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+
+    # The HTTP server (`flowbill serve`): the proxies whose X-Forwarded-For/-Proto headers are
+    # believed (comma-separated addresses or networks, "*" for any), and a separate port for
+    # /metrics (0: /metrics on the API's own port).
+    forwarded_allow_ips: str = "127.0.0.1"
+    api_metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    # Limits (docs/operations.md, "Limits"). Request bodies: refused with 413 before they are
+    # parsed; the imports take larger ones.
+    request_body_max_bytes: int = Field(default=1 * MIB, ge=1024)
+    request_import_body_max_bytes: int = Field(default=10 * MIB, ge=1024)
+    # Requests per API key, by the key's role, in each API process.
+    rate_limit_operator: RateLimit = RateLimit(per_second=100, burst=1000)
+    rate_limit_sponsor: RateLimit = RateLimit(per_second=50, burst=500)
+    rate_limit_merchant: RateLimit = RateLimit(per_second=50, burst=500)
+    rate_limit_partner: RateLimit = RateLimit(per_second=100, burst=1000)
+    rate_limit_app: RateLimit = RateLimit(per_second=200, burst=2000)
+    rate_limit_driver: RateLimit = RateLimit(per_second=20, burst=200)
+    # The longest one SQL statement may run, per component (0: no limit). Lock waits count.
+    api_statement_timeout_seconds: float = Field(default=15, ge=0, le=3600)
+    ingest_statement_timeout_seconds: float = Field(default=60, ge=0, le=3600)
+    billing_statement_timeout_seconds: float = Field(default=600, ge=0, le=24 * 3600)
+    webhooks_statement_timeout_seconds: float = Field(default=30, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _iot_id_hash_key_is_real_in_production(self) -> Settings:
@@ -179,6 +223,22 @@ class Settings(BaseSettings):
         if self.environment == "production" and (key in _PLACEHOLDERS or len(key) < 32):
             raise ValueError("FLOWBILL_IOT_ID_HASH_KEY must be a real secret of 32+ characters")
         return self
+
+    @model_validator(mode="after")
+    def _web_url_is_https_in_production(self) -> Settings:
+        if (
+            self.environment == "production"
+            and self.web_url
+            and not self.web_url.startswith("https://")
+        ):
+            raise ValueError("FLOWBILL_WEB_URL must be an https:// address in production")
+        return self
+
+    def rate_limit(self, role: str) -> RateLimit:
+        """The token bucket of an API key of this role."""
+        limit = getattr(self, f"rate_limit_{role}")
+        assert isinstance(limit, RateLimit)
+        return limit
 
     def callback_secret(self, party: CallbackParty) -> str:
         """The secret `party` signs its callbacks with now (the simulators sign with it)."""

@@ -10,6 +10,14 @@ class InvalidApiKey(Unauthenticated):
     title = "Invalid API key"
 
 
+class MalformedApiKey(InvalidApiKey):
+    """Not a Flowbill key at all, refused without the database (same problem type)."""
+
+
+class RecentlyRefusedApiKey(InvalidApiKey):
+    """A key the database refused moments ago, refused again without it (same problem type)."""
+
+
 class RoleNotAllowed(Forbidden):
     type_ = "role-not-allowed"
     title = "This role may not call this endpoint"

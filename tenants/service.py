@@ -9,6 +9,9 @@ working within KEY_CACHE_SECONDS in every process; in the process that revoked o
 usually at once (its entries are dropped then, but a request racing with that transaction may
 still remember the key for KEY_CACHE_SECONDS).
 
+A key refused by the database is remembered too, for REFUSED_CACHE_SECONDS (`screen_key`): a
+client that repeats a wrong key costs no database work, nor does a malformed one.
+
 What a key opened besides requests (the driver page's browser sessions) ends with it: the
 layers above register a hook (`when_keys_stop`) that runs in the transaction that revokes the
 key or disables the tenant.
@@ -31,7 +34,13 @@ from flowbill import paging
 from flowbill.db import Connection
 from flowbill.paging import Page
 from tenants import repository
-from tenants.errors import ApiKeyNotFound, InvalidApiKey, TenantNotFound
+from tenants.errors import (
+    ApiKeyNotFound,
+    InvalidApiKey,
+    MalformedApiKey,
+    RecentlyRefusedApiKey,
+    TenantNotFound,
+)
 from tenants.schemas import (
     ApiKeyIssued,
     ApiKeyPublic,
@@ -46,6 +55,7 @@ _KEY_ID_ALPHABET = string.ascii_lowercase + string.digits
 _TOUCH_EVERY = timedelta(minutes=1)
 KEY_CACHE_SECONDS = 5.0
 KEY_CACHE_ENTRIES = 10_000
+REFUSED_CACHE_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +110,42 @@ class VerifiedKeys:
         self._entries.clear()
 
 
+class RefusedKeys:
+    """Keys the database refused recently, by the SHA-256 of the whole key: a bounded LRU
+    whose entries expire `ttl_seconds` after the refusal."""
+
+    def __init__(
+        self, *, ttl_seconds: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[bytes, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, digest: object) -> bool:
+        refused_at = self._entries.get(digest)  # type: ignore[call-overload]
+        if refused_at is None:
+            return False
+        if self.clock() - refused_at >= self.ttl_seconds:
+            del self._entries[digest]  # type: ignore[arg-type]
+            return False
+        return True
+
+    def add(self, digest: bytes) -> None:
+        self._entries[digest] = self.clock()
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 VERIFIED_KEYS = VerifiedKeys(ttl_seconds=KEY_CACHE_SECONDS, max_entries=KEY_CACHE_ENTRIES)
+REFUSED_KEYS = RefusedKeys(ttl_seconds=REFUSED_CACHE_SECONDS, max_entries=KEY_CACHE_ENTRIES)
 
 # hook(conn, tenant_id, key_id): one key was revoked, or (key_id None) the tenant disabled.
 KeysStopped = Callable[[Connection, UUID, str | None], Awaitable[None]]
@@ -176,6 +221,9 @@ async def set_disabled(conn: Connection, tenant_id: UUID, *, disabled: bool) -> 
     if disabled:
         await _keys_stopped(conn, tenant_id, None)
         VERIFIED_KEYS.forget(tenant_id=tenant_id)
+    else:
+        # Its keys were refused while it was disabled; they work again at once here.
+        REFUSED_KEYS.clear()
     return TenantPublic.model_validate(row)
 
 
@@ -216,16 +264,16 @@ async def authenticate(conn: Connection, api_key: str, *, now: datetime | None =
 
     A key verified within KEY_CACHE_SECONDS is answered from memory (VERIFIED_KEYS).
     """
-    caller = remembered_caller(api_key)
+    caller = screen_key(api_key)
     if caller is not None:
         return caller
     parts = _split_key(api_key)
-    if parts is None:
-        raise InvalidApiKey("the API key is malformed")
+    assert parts is not None  # screen_key refused a malformed key
     key_id, secret = parts
     owner = await repository.find_active_key(conn, key_id)
     if owner is None or not hmac.compare_digest(owner.secret_sha256, _digest(secret)):
-        raise InvalidApiKey("the API key is unknown, revoked, or its tenant is disabled")
+        REFUSED_KEYS.add(_remembered_as(api_key))
+        raise InvalidApiKey(_REFUSED)
     now = now or datetime.now(UTC)
     if owner.last_used_at is None or now - owner.last_used_at > _TOUCH_EVERY:
         await repository.touch_key(conn, key_id, every=_TOUCH_EVERY)
@@ -238,6 +286,24 @@ async def authenticate(conn: Connection, api_key: str, *, now: datetime | None =
 
 def _remembered_as(api_key: str) -> bytes:
     return hashlib.sha256(api_key.encode()).digest()
+
+
+_REFUSED = "the API key is unknown, revoked, or its tenant is disabled"
+
+
+def screen_key(api_key: str) -> Caller | None:
+    """What can be known of a key without the database: its caller when it was verified within
+    KEY_CACHE_SECONDS; InvalidApiKey when it is malformed or was refused within
+    REFUSED_CACHE_SECONDS; None when only the database can tell."""
+    remembered_as = _remembered_as(api_key)
+    caller = VERIFIED_KEYS.get(remembered_as)
+    if caller is not None:
+        return caller
+    if _split_key(api_key) is None:
+        raise MalformedApiKey("the API key is malformed")
+    if remembered_as in REFUSED_KEYS:
+        raise RecentlyRefusedApiKey(_REFUSED)
+    return None
 
 
 def remembered_caller(api_key: str) -> Caller | None:

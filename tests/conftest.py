@@ -92,6 +92,8 @@ def settings_for(stack: localstack.LocalStack, **overrides: object) -> Settings:
         "mqtt_port": stack.mqtt_port,
         "ingest_metrics_port": 0,
         "ingest_flush_seconds": 0.05,
+        # The tests serve the API over plain HTTP on 127.0.0.1: cookies must not be Secure.
+        "web_cookie_secure": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import BrokerDep, PoolDep
+from flowbill.errors import NotFound
 
 router = APIRouter(tags=["health"])
 
@@ -38,6 +39,9 @@ async def readyz(pool: PoolDep, broker: BrokerDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def prometheus_metrics() -> Response:
-    """Prometheus metrics of this API process."""
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus metrics of this API process (404 when FLOWBILL_API_METRICS_PORT serves them
+    on an internal port instead)."""
+    if request.app.state.settings.api_metrics_port:
+        raise NotFound("metrics are served on the internal metrics port")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -38,9 +38,12 @@ def translator(request: Request, settings: Settings) -> i18n.Translator:
 
 
 def secure_cookies(request: Request, settings: Settings) -> bool:
+    # Secure unless told otherwise, but in development, where the page is served over plain
+    # HTTP on a loopback address (behind a proxy, the scheme comes from X-Forwarded-Proto
+    # when the proxy is in FLOWBILL_FORWARDED_ALLOW_IPS).
     if settings.web_cookie_secure is not None:
         return settings.web_cookie_secure
-    return request.url.scheme == "https"
+    return settings.environment != "development" or request.url.scheme == "https"
 
 
 def set_session_cookie(

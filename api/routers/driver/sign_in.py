@@ -37,7 +37,9 @@ async def create_sign_in_link(
 ) -> SignInLink:
     """A one-time link that signs you in to the driver page: valid 15 minutes, once."""
     token, expires_at = await sessions.create_link(conn, caller=caller, now=datetime.now(UTC))
-    base = settings.public_url or str(request.base_url)
+    # The address people reach the page at, never PUBLIC_URL (where the gateways call back,
+    # possibly an internal one).
+    base = settings.web_url or str(request.base_url)
     return SignInLink(url=sessions.link_url(base, token), expires_at=expires_at)
 
 
