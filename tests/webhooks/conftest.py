@@ -93,13 +93,16 @@ class Receiver:
 
 
 @pytest.fixture(autouse=True)
-def receivers_on_loopback(settings: Settings) -> Iterator[None]:
+def receivers_on_loopback(settings: Settings, api_settings: Settings) -> Iterator[None]:
     """The API and the sender run under the development egress settings while a webhook test
-    runs (the API reads the session's settings object at each request)."""
-    before = settings.webhook_allow_http, settings.webhook_allow_private
-    settings.webhook_allow_http = settings.webhook_allow_private = True
+    runs (the API reads its settings object at each request)."""
+    both = (settings, api_settings)
+    before = [(s.webhook_allow_http, s.webhook_allow_private) for s in both]
+    for each in both:
+        each.webhook_allow_http = each.webhook_allow_private = True
     yield
-    settings.webhook_allow_http, settings.webhook_allow_private = before
+    for each, (http, private) in zip(both, before, strict=True):
+        each.webhook_allow_http, each.webhook_allow_private = http, private
 
 
 @pytest.fixture
