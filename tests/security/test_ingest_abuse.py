@@ -295,3 +295,24 @@ def test_retention_refuses_to_drop_raw_usage_a_report_could_still_be_accepted_ag
     assert refused.returncode == 2
     assert "longer than the ingest horizon (35 days)" in refused.stderr
     assert _rows(settings, "SELECT count(*) FROM usage_items WHERE iccid = %s", iccid) == [(1,)]
+
+
+def test_both_broker_configs_cap_packets_and_bytes_in_flight_and_drop_no_acknowledged_report(
+    tmp_path: Path,
+) -> None:
+    from devstack.localstack import LocalStack
+    from devstack.localstack.mosquitto import _write_mosquitto_conf
+
+    _write_mosquitto_conf(LocalStack(root=tmp_path, pg_port=1, mqtt_port=2))
+    for path in (
+        tmp_path / "mosquitto" / "mosquitto.conf",
+        REPO / "deploy/mosquitto/mosquitto.conf",
+    ):
+        lines = path.read_text().splitlines()
+        # Just above the protocol's limit, with room for the topic and headers.
+        assert "max_packet_size 69632" in lines, path
+        assert MAX_PAYLOAD_BYTES + 1024 < 69632 < 2 * MAX_PAYLOAD_BYTES
+        assert "max_inflight_bytes 16777216" in lines, path
+        # Mosquitto enforces queue limits by dropping queued QoS 1 messages.
+        assert "max_queued_bytes 0" in lines, path
+        assert "max_queued_messages 0" in lines, path
