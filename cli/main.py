@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -128,20 +129,35 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     from flowbill import db
     from ingest import service as metering
 
+    settings = get_settings()
+    keep_days = args.keep_days if args.keep_days is not None else settings.usage_retention_days
+
     async def apply() -> metering.RetentionOutcome:
-        conn = await db.connect(get_settings(), application_name="flowbill-retention", owner=True)
+        conn = await db.connect(settings, application_name="flowbill-retention", owner=True)
         try:
             async with conn.transaction():
                 return await metering.apply_retention(
-                    conn, now=datetime.now(UTC), keep_raw=timedelta(days=args.keep_days)
+                    conn,
+                    now=datetime.now(UTC),
+                    keep_raw=timedelta(days=keep_days),
+                    keep_rejects=timedelta(days=settings.ingest_reject_retention_days),
+                    ingest_horizon=settings.ingest_max_age,
                 )
         finally:
             await conn.close()
 
-    outcome = _run(apply())
+    try:
+        outcome = _run(apply())
+    except ValueError as exc:
+        print(f"flowbill retention: {exc}", file=sys.stderr)
+        return 2
     print(
         json.dumps(
-            {"chunks_dropped": outcome.chunks_dropped, "rejects_deleted": outcome.rejects_deleted}
+            {
+                "chunks_dropped": outcome.chunks_dropped,
+                "rejects_deleted": outcome.rejects_deleted,
+                "boots_deleted": outcome.boots_deleted,
+            }
         )
     )
     return 0
@@ -385,8 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--key-file", help="write the key to this file instead of stdout")
     operator.set_defaults(func=_cmd_create_operator_key)
 
-    retention = sub.add_parser("retention", help="drop raw usage chunks older than N days")
-    retention.add_argument("--keep-days", type=int, default=400)
+    retention = sub.add_parser(
+        "retention", help="drop raw usage, sequence records and rejects past their retention"
+    )
+    retention.add_argument(
+        "--keep-days", type=int, default=None, help="raw usage (default: USAGE_RETENTION_DAYS)"
+    )
     retention.set_defaults(func=_cmd_retention)
 
     compact = sub.add_parser("compact-rollups", help="merge hourly rollup rows of closed hours")

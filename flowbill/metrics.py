@@ -68,6 +68,18 @@ INGEST_BROKER_RECONNECTS = Counter(
 INGEST_DATABASE_RETRIES = Counter(
     "flowbill_ingest_database_retries_total", "Batches retried after a database error."
 )
+INGEST_PENDING_BYTES = Gauge(
+    "flowbill_ingest_pending_bytes",
+    "Bytes (payloads and topics) received but not yet committed and acknowledged.",
+)
+INGEST_READ_PAUSES = Counter(
+    "flowbill_ingest_read_pauses_total",
+    "Times the worker stopped reading from the broker because its queue was full.",
+)
+INGEST_REJECTS_NOT_KEPT = Counter(
+    "flowbill_ingest_rejects_not_kept_total",
+    "Rejected messages only counted: their SIM had used up its kept rejects for the hour.",
+)
 
 # API
 HTTP_REQUESTS = Counter(

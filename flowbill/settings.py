@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from datetime import timedelta
 from functools import lru_cache
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -72,6 +73,23 @@ class Settings(BaseSettings):
     # How often a worker merges the hourly rollup rows of closed hours (0 = never; one
     # worker at a time does it, under an advisory lock).
     ingest_compaction_interval_seconds: float = Field(default=600, ge=0)
+    # What the worker holds in memory, received but not yet committed: when either bound is
+    # reached it stops reading from the broker (which holds the rest) until a batch is
+    # committed. Unlike the Receive Maximum, this also counts QoS 0 messages.
+    ingest_queue_messages: int = Field(default=20_000, ge=1, le=1_000_000)
+    ingest_queue_bytes: int = Field(default=32 * 1024 * 1024, ge=128 * 1024)
+    # Reports whose window started longer ago than this are rejected as `too_old`: they
+    # could be replays of reports whose raw rows retention has already dropped, which dedup
+    # can no longer recognise. Must be shorter than USAGE_RETENTION_DAYS.
+    ingest_max_age: timedelta = Field(default=timedelta(days=35), gt=timedelta(0))
+    # Rejects keep their raw bytes for the first N per SIM (the topic's ICCID) and UTC hour;
+    # the rest are only counted, per SIM and hour (`ingest_reject_tally`).
+    ingest_reject_payloads_per_sim_hour: int = Field(default=20, ge=0, le=10_000)
+
+    # Retention (`flowbill retention`): raw usage reports and items, and the per-boot sequence
+    # records (gaps), are kept this many days; rejects and their tallies for their own period.
+    usage_retention_days: int = Field(default=400, ge=1)
+    ingest_reject_retention_days: int = Field(default=30, ge=1)
 
     # The carrier, payment and fulfilment gateways (simulated outside production: see
     # docs/operations.md). A call that takes longer than the timeout is settled later.
@@ -164,6 +182,17 @@ class Settings(BaseSettings):
         except (ValueError, ZoneInfoNotFoundError) as exc:
             raise ValueError(f"FLOWBILL_BILLING_TIME_ZONE: no time zone {zone!r}") from exc
         return zone
+
+    @model_validator(mode="after")
+    def _ingest_horizon_within_retention(self) -> Settings:
+        # A report older than retention may be a replay of one whose raw rows were dropped:
+        # stored again, it would be billed twice.
+        if self.ingest_max_age >= timedelta(days=self.usage_retention_days):
+            raise ValueError(
+                f"FLOWBILL_INGEST_MAX_AGE ({self.ingest_max_age}) must be shorter than"
+                f" FLOWBILL_USAGE_RETENTION_DAYS ({self.usage_retention_days} days)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:

@@ -1,13 +1,17 @@
 """The broker session of an ingest worker: persistent, flow-controlled, acknowledged by hand.
 
 aiomqtt 2.x acknowledges QoS 1 messages as soon as they arrive. We acknowledge only after
-the batch holding a message is committed, through paho's manual-ack switch. That reaches
-into aiomqtt's paho client, so it lives here alone: moving to an aiomqtt with a public
-manual-ack call changes this file only.
+the batch holding a message is committed, through paho's manual-ack switch. aiomqtt also
+reads the socket whenever it is readable, whatever the reader holds: `ReadGate` stops and
+restarts that reading, so that a full worker leaves the rest with the broker. Both reach
+into aiomqtt's paho client, so they live here alone: moving to an aiomqtt with public
+calls for them changes this file only.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
@@ -57,6 +61,58 @@ def broker_client(
     if manual_ack:
         client._client.manual_ack_set(True)
     return client
+
+
+class ReadGate:
+    """Stops and restarts reading a connected client's socket.
+
+    Closed, nothing more is read (not even a QoS 0 message, which the Receive Maximum does
+    not limit): the broker keeps what is queued for us, and TCP pushes back on it.
+    Writing goes on, so acknowledgements still leave. While closed for longer than about
+    twice the keepalive, paho sees no ping answer and drops the connection; the worker then
+    reconnects, and the broker resends what was not acknowledged.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        self._closed_on: socket.socket | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_on is not None
+
+    def close(self) -> None:
+        """Stop reading the socket (no-op when closed or not connected)."""
+        sock = self._socket()
+        if self._closed_on is not None or sock is None:
+            return
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+        self._closed_on = sock
+
+    def open(self) -> None:
+        """Read the socket again, unless the connection it was closed on is gone."""
+        sock, self._closed_on = self._closed_on, None
+        if sock is None or sock is not self._socket() or sock.fileno() < 0:
+            return
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._read)
+
+    def _socket(self) -> socket.socket | None:
+        sock = self._client._client.socket()
+        return sock if isinstance(sock, socket.socket) else None
+
+    def _read(self) -> None:
+        # What aiomqtt's own reader does (aiomqtt.Client._on_socket_open).
+        paho = self._client._client
+        try:
+            while True:
+                paho.loop_read()
+                pending = getattr(paho.socket(), "pending", None)
+                if pending is None or pending() <= 0:
+                    break
+        except Exception as exc:  # a broken connection: the message iterator raises
+            disconnected = self._client._disconnected
+            if not disconnected.done():
+                disconnected.set_exception(exc)
 
 
 def acknowledge(client: aiomqtt.Client, *, mid: int, qos: int) -> None:

@@ -46,6 +46,9 @@ class RejectReason(enum.StrEnum):
     BAD_WINDOW = "bad_window"
     BAD_APP = "bad_app"
     DUPLICATE_APP = "duplicate_app"
+    # The window started before the ingest horizon (FLOWBILL_INGEST_MAX_AGE): it may replay
+    # a report that retention already dropped, so it cannot be deduplicated.
+    TOO_OLD = "too_old"
     # Passed every protocol rule but the database refused it: a bug of ours, kept for study.
     UNSTORABLE = "unstorable"
 
@@ -109,9 +112,15 @@ def encode_report(report: UsageReport) -> bytes:
 
 
 def parse_report(
-    topic: str, payload: bytes, *, now: datetime, max_clock_skew: timedelta
+    topic: str,
+    payload: bytes,
+    *,
+    now: datetime,
+    max_clock_skew: timedelta,
+    max_age: timedelta | None = None,
 ) -> UsageReport | Rejection:
-    """Decode and check one message; the first rule it breaks names the rejection."""
+    """Decode and check one message; the first rule it breaks names the rejection.
+    `max_age`: the horizon before which a window is `too_old` (None: no horizon)."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Rejection(
             RejectReason.TOO_LARGE, f"payload is {len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}"
@@ -133,11 +142,18 @@ def parse_report(
         except UnicodeDecodeError as utf_exc:
             return Rejection(RejectReason.NOT_UTF8, f"invalid UTF-8 at byte {utf_exc.start}")
         return Rejection(RejectReason.NOT_JSON, str(exc))
-    return check_report(report, topic_iccid, now=now, max_clock_skew=max_clock_skew)
+    return check_report(
+        report, topic_iccid, now=now, max_clock_skew=max_clock_skew, max_age=max_age
+    )
 
 
 def check_report(
-    report: UsageReport, topic_iccid: str, *, now: datetime, max_clock_skew: timedelta
+    report: UsageReport,
+    topic_iccid: str,
+    *,
+    now: datetime,
+    max_clock_skew: timedelta,
+    max_age: timedelta | None = None,
 ) -> UsageReport | Rejection:
     """The rules a well-typed report must still meet."""
     if not is_valid_iccid(report.iccid):
@@ -154,6 +170,10 @@ def check_report(
         return Rejection(RejectReason.BAD_WINDOW, "window ends in the future")
     if report.start < EARLIEST_WINDOW:
         return Rejection(RejectReason.BAD_WINDOW, "window starts before 2000-01-01")
+    if max_age is not None and report.start < now - max_age:
+        return Rejection(
+            RejectReason.TOO_OLD, f"window starts more than {max_age.days} days before receipt"
+        )
     seen: set[str] = set()
     for index, item in enumerate(report.apps):
         if not _APP_ID.fullmatch(item.app):

@@ -149,6 +149,39 @@ async def store_reports(conn: Connection, reports: Sequence[StagedReport]) -> St
     return StoredCounts(*(int(value) for value in row))
 
 
+@dataclass(frozen=True, slots=True)
+class TallyRow:
+    sim: str
+    hour: datetime
+    rejected: int
+
+
+async def tally_rejects(
+    conn: Connection, counts: Sequence[TallyRow]
+) -> dict[tuple[str, datetime], int]:
+    """Add rejects to their SIM-hour counts; returns each SIM-hour's total after this batch.
+
+    The rows stay locked until commit, so concurrent workers count one after the other."""
+    if not counts:
+        return {}
+    ordered = sorted(counts, key=lambda c: (c.sim, c.hour))  # one lock order: no deadlock
+    cur = await conn.execute(
+        """
+        INSERT INTO ingest_reject_tally AS t (sim, hour, rejected)
+        SELECT sim, hour, rejected
+        FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[]) AS u(sim, hour, rejected)
+        ON CONFLICT (sim, hour) DO UPDATE SET rejected = t.rejected + excluded.rejected
+        RETURNING t.sim, t.hour, t.rejected
+        """,
+        (
+            [c.sim for c in ordered],
+            [c.hour for c in ordered],
+            [c.rejected for c in ordered],
+        ),
+    )
+    return {(sim, hour): int(total) for sim, hour, total in await cur.fetchall()}
+
+
 async def store_rejects(conn: Connection, rejects: Iterable[RejectRow]) -> None:
     """Keep what could not be stored as usage, raw, with its reason."""
     async with (
@@ -367,7 +400,15 @@ async def drop_raw_chunks(conn: Connection, *, older_than: datetime) -> list[str
 
 
 async def delete_rejects(conn: Connection, *, older_than: datetime) -> int:
+    """Delete rejects received before `older_than`, and their SIM-hour counts."""
     cur = await conn.execute("DELETE FROM ingest_rejects WHERE received_at < %s", (older_than,))
+    await conn.execute("DELETE FROM ingest_reject_tally WHERE hour < %s", (older_than,))
+    return cur.rowcount
+
+
+async def delete_boots(conn: Connection, *, last_seen_before: datetime) -> int:
+    """Delete the sequence records (and so the gaps) of boots not heard from since."""
+    cur = await conn.execute("DELETE FROM sim_boots WHERE last_seen < %s", (last_seen_before,))
     return cur.rowcount
 
 

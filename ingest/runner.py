@@ -6,8 +6,10 @@ import asyncio
 import logging
 import signal
 
+import stamina
+
 from flowbill.settings import Settings
-from ingest.consumer import IngestWorker
+from ingest.consumer import IngestWorker, log_retry
 from ingest.health import serve_health
 
 log = logging.getLogger(__name__)
@@ -19,6 +21,7 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stamina.instrumentation.set_on_retry_hooks([log_retry])
     worker = IngestWorker(settings)
     server = None
     if settings.ingest_metrics_port:

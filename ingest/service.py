@@ -5,14 +5,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from flowbill import paging
 from flowbill.db import Connection
 from flowbill.errors import InvalidInput
 from flowbill.paging import Page
 from ingest import repository
-from ingest.protocol import MAX_PAYLOAD_BYTES, Rejection, RejectReason, parse_report
+from ingest.protocol import (
+    MAX_PAYLOAD_BYTES,
+    Rejection,
+    RejectReason,
+    iccid_from_topic,
+    parse_report,
+)
 from ingest.schemas import (
     BootSequencePublic,
     HourlyUsagePublic,
@@ -22,6 +28,7 @@ from ingest.schemas import (
 )
 
 _MAX_TOPIC_CHARS = 1024
+_MAX_SIM_KEY_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +49,39 @@ class BatchOutcome:
     unprovisioned: int = 0
     missing_found: int = 0
     missing_recovered: int = 0
+    # Of the rejected messages, how many were kept with their raw bytes (the rest counted).
+    rejects_kept: int = 0
     rejected: Counter[RejectReason] = field(default_factory=Counter)
+
+
+async def keep_rejects(
+    conn: Connection, rejects: Sequence[repository.RejectRow], *, payloads_per_sim_hour: int
+) -> int:
+    """Count rejects per SIM and hour, and keep the first `payloads_per_sim_hour` of each
+    SIM-hour (across batches and workers) with their raw bytes. Returns how many were kept."""
+    groups: dict[tuple[str, datetime], list[repository.RejectRow]] = {}
+    for row in rejects:
+        hour = row.received_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        groups.setdefault((_reject_sim(row.topic), hour), []).append(row)
+    totals = await repository.tally_rejects(
+        conn,
+        [repository.TallyRow(sim, hour, len(rows)) for (sim, hour), rows in groups.items()],
+    )
+    kept: list[repository.RejectRow] = []
+    for key, rows in groups.items():
+        after = totals[key]
+        before = after - len(rows)
+        room = min(payloads_per_sim_hour, after) - min(payloads_per_sim_hour, before)
+        kept.extend(rows[:room])
+    if kept:
+        await repository.store_rejects(conn, kept)
+    return len(kept)
+
+
+def _reject_sim(topic: str) -> str:
+    # The ICCID segment as the device sent it: a bad ICCID is still a sender to count.
+    segment = iccid_from_topic(topic)
+    return (segment or "")[:_MAX_SIM_KEY_CHARS].replace("\x00", "\ufffd")
 
 
 def reject_row(message: ReceivedMessage, rejection: Rejection) -> repository.RejectRow:
@@ -60,19 +99,31 @@ def reject_row(message: ReceivedMessage, rejection: Rejection) -> repository.Rej
 
 
 async def store_batch(
-    conn: Connection, messages: Sequence[ReceivedMessage], *, max_clock_skew: timedelta
+    conn: Connection,
+    messages: Sequence[ReceivedMessage],
+    *,
+    max_clock_skew: timedelta,
+    max_age: timedelta | None = None,
+    reject_payloads_per_sim_hour: int = 20,
 ) -> BatchOutcome:
     """Validate and store one batch of messages in the caller's transaction.
 
     Good reports are stored once (a report already stored counts as a duplicate); every
-    other message is kept in the rejects table with its reason. Nothing is committed here.
+    other message is counted per SIM and hour, and the first `reject_payloads_per_sim_hour`
+    of each are kept in the rejects table with their reason and raw bytes. A window that
+    starts more than `max_age` before receipt is `too_old` (None: no horizon). Nothing is
+    committed here.
     """
     outcome = BatchOutcome(messages=len(messages))
     staged: dict[tuple[str, int, int, datetime], repository.StagedReport] = {}
     rejects: list[repository.RejectRow] = []
     for message in messages:
         parsed = parse_report(
-            message.topic, message.payload, now=message.received_at, max_clock_skew=max_clock_skew
+            message.topic,
+            message.payload,
+            now=message.received_at,
+            max_clock_skew=max_clock_skew,
+            max_age=max_age,
         )
         if isinstance(parsed, Rejection):
             outcome.rejected[parsed.reason] += 1
@@ -94,7 +145,9 @@ async def store_batch(
             received_at=message.received_at,
         )
     if rejects:
-        await repository.store_rejects(conn, rejects)
+        outcome.rejects_kept = await keep_rejects(
+            conn, rejects, payloads_per_sim_hour=reject_payloads_per_sim_hour
+        )
     counts = await repository.store_reports(conn, list(staged.values()))
     accepted = outcome.messages - sum(outcome.rejected.values())
     outcome.reports_stored = counts.reports
@@ -123,18 +176,33 @@ async def compact_rollups(conn: Connection, *, now: datetime, lookback: timedelt
 class RetentionOutcome:
     chunks_dropped: list[str]
     rejects_deleted: int
+    boots_deleted: int
 
 
 async def apply_retention(
-    conn: Connection, *, now: datetime, keep_raw: timedelta
+    conn: Connection,
+    *,
+    now: datetime,
+    keep_raw: timedelta,
+    keep_rejects: timedelta,
+    ingest_horizon: timedelta,
 ) -> RetentionOutcome:
-    """Drop raw usage older than `keep_raw` (whole chunks) and old rejects; keep rollups."""
+    """Drop raw usage older than `keep_raw` (whole chunks) with the sequence records of boots
+    last heard from before then, and rejects older than `keep_rejects`; keep rollups.
+
+    Raw usage must outlive the ingest horizon: a report still accepted must still find its
+    stored copy, or a replay would be stored, and billed, twice."""
     if keep_raw < timedelta(days=1):
         raise ValueError("raw usage must be kept for at least one day")
+    if keep_raw <= ingest_horizon:
+        raise ValueError(
+            f"raw usage must be kept longer than the ingest horizon ({ingest_horizon.days} days)"
+        )
     cutoff = now - keep_raw
     chunks = await repository.drop_raw_chunks(conn, older_than=cutoff)
-    deleted = await repository.delete_rejects(conn, older_than=cutoff)
-    return RetentionOutcome(chunks_dropped=chunks, rejects_deleted=deleted)
+    boots = await repository.delete_boots(conn, last_seen_before=cutoff)
+    deleted = await repository.delete_rejects(conn, older_than=now - keep_rejects)
+    return RetentionOutcome(chunks_dropped=chunks, rejects_deleted=deleted, boots_deleted=boots)
 
 
 async def provision_sims(conn: Connection, iccids: Sequence[str], *, label: str) -> int:

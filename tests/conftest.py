@@ -154,6 +154,7 @@ class IngestProcess:
         log_path: Path,
         share_group: str | None = None,
         receive_maximum: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.client_id = client_id
         self.metrics_port = free_port()
@@ -172,6 +173,7 @@ class IngestProcess:
             self._env["FLOWBILL_INGEST_SHARE_GROUP"] = share_group
         if receive_maximum is not None:
             self._env["FLOWBILL_INGEST_RECEIVE_MAXIMUM"] = str(receive_maximum)
+        self._env.update(env or {})
         self._log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -56,8 +56,12 @@ max_queued_bytes 0
 # Mosquitto 2.0 sends an MQTT v5 client at most its own Receive Maximum; this number (default
 # 20) is the limit for v3 clients and the Receive Maximum the broker announces: 0 is none.
 max_inflight_messages 0
-# Reports over 64 KiB must still reach Flowbill, which rejects and records them.
-max_packet_size 1048576
+# Per client, at most 16 MiB of QoS 1 messages in flight; beyond it QoS 1 messages wait in
+# the queue (never dropped) and QoS 0 ones are dropped. See deploy/mosquitto/mosquitto.conf.
+max_inflight_bytes 16777216
+# Reports a little over 64 KiB must still reach Flowbill, which rejects and records them;
+# larger packets disconnect the sender.
+max_packet_size 69632
 
 log_dest file {paths.mqlog}
 log_type error

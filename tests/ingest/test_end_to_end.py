@@ -148,7 +148,16 @@ async def test_every_bad_input_class_is_rejected_with_its_reason_and_ingest_goes
             variant(apps=[{"app": "a", "up": 1, "down": 1}, {"app": "a", "up": 1, "down": 1}]),
             "duplicate_app",
         ),
-        (topic, b"{" + b" " * 70_000 + b"}", "too_large"),
+        (
+            topic,
+            variant(
+                start=(now - timedelta(days=40)).isoformat(),
+                end=(now - timedelta(days=40) + timedelta(minutes=1)).isoformat(),
+            ),
+            "too_old",
+        ),
+        # A little over the protocol's 64 KiB: the broker still passes it on, to be kept.
+        (topic, b"{" + b" " * 66_000 + b"}", "too_large"),
         ("flowbill/v1/sims/not-an-iccid/usage", variant(), "bad_topic"),
     ]
     # Bad and good interleaved: the good ones must not wait behind the bad.

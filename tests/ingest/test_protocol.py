@@ -198,3 +198,22 @@ def test_corrupting_a_valid_report_anywhere_never_raises(position: int, junk: by
 @given(st.text("0123456789", min_size=18, max_size=19), st.integers(0, 9))
 def test_luhn_accepts_exactly_one_check_digit(body: str, digit: int) -> None:
     assert is_valid_iccid(body + str(digit)) == (str(digit) == iccid_check_digit(body))
+
+
+def test_a_window_older_than_the_horizon_is_too_old_and_the_boundary_is_kept() -> None:
+    horizon = timedelta(days=35)
+    on_the_edge = NOW - horizon
+    just_past = on_the_edge - timedelta(seconds=1)
+
+    def window(start: datetime) -> bytes:
+        end = start + timedelta(minutes=1)
+        return payload(start=start.isoformat(), end=end.isoformat())
+
+    kept = parse_report(TOPIC, window(on_the_edge), now=NOW, max_clock_skew=SKEW, max_age=horizon)
+    assert isinstance(kept, UsageReport)
+    refused = parse_report(TOPIC, window(just_past), now=NOW, max_clock_skew=SKEW, max_age=horizon)
+    assert isinstance(refused, Rejection)
+    assert refused.reason == RejectReason.TOO_OLD
+    assert "35 days" in refused.detail
+    # Without a horizon (history loaded on purpose), the same report is a report.
+    assert isinstance(parse(window(just_past)), UsageReport)

@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -217,15 +218,140 @@ async def test_compaction_merges_rollup_rows_without_changing_sums(conn: Connect
     assert await cur.fetchone() == (1,)
 
 
-async def test_retention_drops_raw_chunks_and_keeps_rollups(conn: Connection) -> None:
-    iccid = new_iccid()
-    old = report_message(iccid, seq=1, apps={"fm.radio": (7, 70)}, minute=-60 * 24 * 500)
-    outcome = await store_batch(conn, [old], max_clock_skew=SKEW)
-    assert outcome.reports_stored == 1
-    result = await service.apply_retention(conn, now=NOW, keep_raw=timedelta(days=400))
+async def test_retention_drops_raw_chunks_gaps_and_rejects_and_keeps_rollups(
+    conn: Connection,
+) -> None:
+    iccid, recent = new_iccid(), new_iccid()
+    long_ago = NOW - timedelta(days=500)
+    old = [
+        ReceivedMessage(m.topic, m.payload, long_ago)
+        for m in (
+            report_message(iccid, seq=1, apps={"fm.radio": (7, 70)}, minute=-60 * 24 * 500),
+            report_message(iccid, seq=5, apps={"fm.radio": (1, 1)}, minute=-60 * 24 * 500 + 5),
+        )
+    ]
+    await store_batch(conn, old, max_clock_skew=SKEW)
+    await store_batch(
+        conn, [report_message(recent, seq=1, apps={"nav": (1, 2)})], max_clock_skew=SKEW
+    )
+    topic = f"flowbill/v1/sims/{iccid}/usage"
+    await store_batch(
+        conn,
+        [
+            ReceivedMessage(topic, b"old garbage", NOW - timedelta(days=31)),
+            ReceivedMessage(topic, b"new garbage", NOW - timedelta(days=29)),
+        ],
+        max_clock_skew=SKEW,
+    )
+    result = await service.apply_retention(
+        conn,
+        now=NOW,
+        keep_raw=timedelta(days=400),
+        keep_rejects=timedelta(days=30),
+        ingest_horizon=timedelta(days=35),
+    )
     assert result.chunks_dropped
+    assert result.boots_deleted >= 1
+    assert result.rejects_deleted >= 1
     assert await items_of(conn, iccid) == {}
-    assert await rollup_of(conn, iccid) == {"fm.radio": (7, 70, 1)}
+    assert await rollup_of(conn, iccid) == {"fm.radio": (8, 71, 2)}
+    # The old boot's gap (seq 2-4) went with its raw reports; a recent boot stays.
+    cur = await conn.execute(
+        "SELECT iccid FROM sim_boots WHERE iccid = ANY(%s)", ([iccid, recent],)
+    )
+    assert await cur.fetchall() == [(recent,)]
+    cur = await conn.execute("SELECT payload FROM ingest_rejects WHERE topic = %s", (topic,))
+    assert [bytes(p) for (p,) in await cur.fetchall()] == [b"new garbage"]
+    cur = await conn.execute(
+        "SELECT rejected FROM ingest_reject_tally WHERE sim = %s ORDER BY hour", (iccid,)
+    )
+    assert await cur.fetchall() == [(1,)]
+
+
+async def test_retention_never_drops_raw_usage_a_report_could_still_be_accepted_against(
+    conn: Connection,
+) -> None:
+    iccid = new_iccid()
+    await store_batch(
+        conn, [report_message(iccid, seq=1, apps={"nav": (1, 2)})], max_clock_skew=SKEW
+    )
+    for keep_days in (35, 20):
+        with pytest.raises(ValueError, match=r"ingest horizon \(35 days\)"):
+            await service.apply_retention(
+                conn,
+                now=NOW + timedelta(days=60),
+                keep_raw=timedelta(days=keep_days),
+                keep_rejects=timedelta(days=30),
+                ingest_horizon=timedelta(days=35),
+            )
+    assert await items_of(conn, iccid) == {"nav": (1, 2, 1)}
+
+
+async def test_a_report_replayed_after_retention_is_too_old_not_billed_twice(
+    conn: Connection,
+) -> None:
+    iccid = new_iccid()
+    horizon, keep_raw = timedelta(days=35), timedelta(days=36)
+    first = report_message(iccid, seq=1, apps={"nav": (100, 200)})
+    stored = await store_batch(conn, [first], max_clock_skew=SKEW, max_age=horizon)
+    assert stored.reports_stored == 1
+    later = first.received_at + keep_raw + timedelta(days=2)
+    await service.apply_retention(
+        conn, now=later, keep_raw=keep_raw, keep_rejects=keep_raw, ingest_horizon=horizon
+    )
+    assert await items_of(conn, iccid) == {}  # the raw copy dedup needs is gone
+    replay = ReceivedMessage(first.topic, first.payload, later)
+    outcome = await store_batch(conn, [replay], max_clock_skew=SKEW, max_age=horizon)
+    assert outcome.reports_stored == 0
+    assert outcome.rejected == Counter({RejectReason.TOO_OLD: 1})
+    assert await items_of(conn, iccid) == {}
+    assert await rollup_of(conn, iccid) == {"nav": (100, 200, 1)}  # billed once
+
+
+async def test_rejects_keep_the_first_n_raw_per_sim_and_hour_and_count_the_rest(
+    conn: Connection,
+) -> None:
+    noisy, quiet = new_iccid(), new_iccid()
+
+    def garbage(iccid: str, n: int, at: datetime) -> list[ReceivedMessage]:
+        topic = f"flowbill/v1/sims/{iccid}/usage"
+        return [ReceivedMessage(topic, f"junk {i}".encode(), at) for i in range(n)]
+
+    hour = NOW.replace(minute=0)
+    first = await store_batch(
+        conn, garbage(noisy, 7, hour) + garbage(quiet, 2, hour), max_clock_skew=SKEW,
+        reject_payloads_per_sim_hour=5,
+    )  # fmt: skip
+    second = await store_batch(
+        conn, garbage(noisy, 6, hour + timedelta(minutes=59)), max_clock_skew=SKEW,
+        reject_payloads_per_sim_hour=5,
+    )  # fmt: skip
+    next_hour = await store_batch(
+        conn, garbage(noisy, 3, hour + timedelta(hours=1)), max_clock_skew=SKEW,
+        reject_payloads_per_sim_hour=5,
+    )  # fmt: skip
+    assert (first.rejects_kept, second.rejects_kept, next_hour.rejects_kept) == (7, 0, 3)
+    assert sum(first.rejected.values()) == 9
+    cur = await conn.execute(
+        "SELECT topic, payload FROM ingest_rejects WHERE topic LIKE ANY(%s) ORDER BY reject_id",
+        ([f"%{noisy}%", f"%{quiet}%"],),
+    )
+    kept = [(t.split("/")[3], bytes(p)) for t, p in await cur.fetchall()]
+    assert kept == (
+        [(noisy, f"junk {i}".encode()) for i in range(5)]
+        + [(quiet, b"junk 0"), (quiet, b"junk 1")]
+        + [(noisy, f"junk {i}".encode()) for i in range(3)]
+    )
+    cur = await conn.execute(
+        "SELECT sim, hour, rejected FROM ingest_reject_tally WHERE sim = ANY(%s)"
+        " ORDER BY sim = %s DESC, hour",
+        ([noisy, quiet], noisy),
+    )
+    assert await cur.fetchall() == [
+        (noisy, hour, 13),
+        (noisy, hour + timedelta(hours=1), 3),
+        (quiet, hour, 2),
+    ]
 
 
 app_names = st.sampled_from(["telematics", "nav.amap", "music.qq", "wifi.hotspot", "x.unknown"])
