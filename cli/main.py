@@ -265,6 +265,13 @@ def _cmd_bill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from devices import reconciler
+
+    _run(reconciler.run(get_settings(), once=args.once))
+    return 0
+
+
 def _cmd_webhooks(args: argparse.Namespace) -> int:
     from webhooks.delivery import run
 
@@ -412,6 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bill.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here (0: off)")
     bill.set_defaults(func=_cmd_bill)
+
+    devices = sub.add_parser(
+        "devices",
+        help="keep the broker's device passwords and CRL in line with the database, and drop"
+        " revoked devices' connections; runs until stopped",
+    )
+    devices.add_argument("action", choices=["reconcile"])
+    devices.add_argument("--once", action="store_true", help="one pass, then stop")
+    devices.set_defaults(func=_cmd_devices)
 
     webhooks = sub.add_parser("webhooks", help="send due webhooks (signed), with retries")
     webhooks.add_argument("--once", action="store_true", help="send what is due now and exit")
