@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flowbill.logs import configure_logging
@@ -68,6 +69,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from simulator.fleet.publish import simulate
 
     settings = get_settings()
+    devices = None
+    if args.credentials is not None:
+        import tempfile
+
+        from simulator.fleet.identities import DeviceListeners, load_identities
+
+        if not (settings.mqtt_tls_port and settings.mqtt_tls_password_port):
+            print("--credentials needs FLOWBILL_MQTT_TLS_PORT and _TLS_PASSWORD_PORT")
+            return 2
+        listeners = DeviceListeners(
+            host=settings.mqtt_host, certificate_port=settings.mqtt_tls_port,
+            password_port=settings.mqtt_tls_password_port,
+            ca_file=settings.device_ca_file or "", folder=Path(tempfile.mkdtemp()),
+        )  # fmt: skip
+        devices = (listeners, load_identities(Path(args.credentials)))
     summary = _run(
         simulate(
             options_from_args(args),
@@ -76,6 +92,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             username=settings.mqtt_username,
             password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
             progress=not args.quiet,
+            devices=devices,
         )
     )
     print(summary.as_table())
@@ -367,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser("simulate", help="publish a simulated fleet's usage reports")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+    simulate.add_argument(
+        "--credentials",
+        help="a JSON file of the devices' identities (a provisioning answer with"
+        " `device_credentials`): each device connects over TLS with its own; without it, the"
+        " local stack's service account publishes everything (load generation)",
+    )
     from simulator.fleet.arguments import add_arguments
 
     add_arguments(simulate)
