@@ -283,6 +283,17 @@ def _cmd_bill(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
+    if args.action == "init-ca":
+        from devices.ca import DeviceCa
+
+        if args.dir is None:
+            print("init-ca needs --dir: the new CA store", flush=True)
+            return 2
+        ca = DeviceCa.create(args.dir, now=datetime.now(UTC), name=args.name)
+        print(f"device CA created in {args.dir}: ca.pem (give it to the broker) and ca.key"
+              " (0600; only the API and the device reconciler read it)")  # fmt: skip
+        print(ca.certificate_pem, end="")
+        return 0
     from devices import reconciler
 
     _run(reconciler.run(get_settings(), once=args.once))
@@ -445,11 +456,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = sub.add_parser(
         "devices",
-        help="keep the broker's device passwords and CRL in line with the database, and drop"
-        " revoked devices' connections; runs until stopped",
+        help="reconcile: keep the broker's device passwords and CRL in line with the database"
+        " and drop revoked devices' connections (runs until stopped); init-ca: make the"
+        " device CA store",
     )
-    devices.add_argument("action", choices=["reconcile"])
-    devices.add_argument("--once", action="store_true", help="one pass, then stop")
+    devices.add_argument("action", choices=["reconcile", "init-ca"])
+    devices.add_argument("--once", action="store_true", help="reconcile: one pass, then stop")
+    devices.add_argument("--dir", help="init-ca: the folder of the new CA store")
+    devices.add_argument(
+        "--name", default="Flowbill device CA", help="init-ca: the CA's common name"
+    )
     devices.set_defaults(func=_cmd_devices)
 
     webhooks = sub.add_parser("webhooks", help="send due webhooks (signed), with retries")

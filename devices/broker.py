@@ -27,6 +27,7 @@ import signal
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -40,7 +41,7 @@ CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 # Commands per control message: one message, one answer.
 COMMANDS_PER_MESSAGE = 500
-KICK_TIMEOUT_SECONDS = 10.0
+CONTROL_TIMEOUT_SECONDS = 10.0
 
 
 class BrokerUnreachable(Exception):
@@ -55,6 +56,11 @@ def _replace_private(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    if os.geteuid() == 0:
+        # Run as root beside a broker that runs as its own user (compose): the files belong
+        # to whoever owns the folder, the broker, so that only it can read them.
+        folder = path.parent.stat()
+        os.chown(tmp, folder.st_uid, folder.st_gid)
     os.replace(tmp, path)
 
 
@@ -108,18 +114,18 @@ def reload(pid_file: str | None) -> bool:
     return True
 
 
-def _kick_commands(usernames: Sequence[str]) -> list[dict[str, str]]:
-    commands = []
+def _kick_commands(usernames: Sequence[str]) -> list[dict[str, Any]]:
+    commands: list[dict[str, Any]] = []
     for name in usernames:
         commands.append({"command": "createClient", "username": name})
         commands.append({"command": "deleteClient", "username": name})
     return commands
 
 
-async def kick(settings: Settings, usernames: Sequence[str]) -> None:
-    """Drop every connection of these user names, through dynamic security, in batches."""
-    if not usernames:
-        return
+async def control(settings: Settings, commands: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Send dynamic-security commands, batched, as the control account; their responses."""
+    if not commands:
+        return []
     if settings.mqtt_control_username is None or settings.mqtt_control_password is None:
         raise BrokerUnreachable("FLOWBILL_MQTT_CONTROL_USERNAME/PASSWORD are not set")
     client = aiomqtt.Client(
@@ -130,26 +136,63 @@ async def kick(settings: Settings, usernames: Sequence[str]) -> None:
         identifier=f"flowbill-devices-{uuid.uuid4().hex[:12]}",
         protocol=aiomqtt.ProtocolVersion.V5,
     )
-    commands = _kick_commands(usernames)
+    batches = [
+        list(commands[i : i + COMMANDS_PER_MESSAGE])
+        for i in range(0, len(commands), COMMANDS_PER_MESSAGE)
+    ]
+    responses: list[dict[str, Any]] = []
     try:
-        async with client, asyncio.timeout(KICK_TIMEOUT_SECONDS):
+        async with client, asyncio.timeout(CONTROL_TIMEOUT_SECONDS):
             await client.subscribe(RESPONSE_TOPIC, qos=1)
-            batches = [
-                commands[i : i + COMMANDS_PER_MESSAGE]
-                for i in range(0, len(commands), COMMANDS_PER_MESSAGE)
-            ]
             for batch in batches:
                 await client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1)
             answered = 0
             async for message in client.messages:
                 body = json.loads(bytes(message.payload))
-                for response in body.get("responses", []):
-                    # "Client already exists" means an earlier kick was cut short; its delete
-                    # still kicks.
-                    if response.get("error") and response.get("command") == "deleteClient":
-                        log.warning("broker kick failed", extra={"error": response["error"]})
+                responses += body.get("responses", [])
                 answered += 1
                 if answered == len(batches):
                     break
     except (aiomqtt.MqttError, TimeoutError) as exc:
         raise BrokerUnreachable(f"dynamic-security control: {exc}") from exc
+    return responses
+
+
+async def kick(settings: Settings, usernames: Sequence[str]) -> None:
+    """Drop every connection of these user names: creating and deleting a dynamic-security
+    client of a name kicks every connection of that name."""
+    for response in await control(settings, _kick_commands(usernames)):
+        # "Client already exists" means an earlier kick was cut short; its delete still kicks.
+        if response.get("error") and response.get("command") == "deleteClient":
+            log.warning("broker kick failed", extra={"error": response["error"]})
+
+
+SERVICE_ROLE = "flowbill-service"
+SERVICE_ACLS = (
+    ("subscribePattern", "flowbill/v1/sims/+/usage"),
+    ("subscribePattern", "$share/+/flowbill/v1/sims/+/usage"),
+    ("publishClientReceive", "flowbill/v1/sims/+/usage"),
+    ("publishClientSend", "flowbill/v1/sims/+/coverage"),
+)
+
+
+async def ensure_service_account(settings: Settings) -> None:
+    """Give the broker the services' account (`FLOWBILL_MQTT_USERNAME`) and its role when it
+    has none: a broker on a new volume. An existing account is left alone (changing its
+    password would drop every service's connection): rotate it with `mosquitto_ctrl`."""
+    if settings.mqtt_username is None or settings.mqtt_password is None:
+        return
+    acls = [{"acltype": kind, "topic": topic, "allow": True} for kind, topic in SERVICE_ACLS]
+    commands = [
+        {"command": "createRole", "rolename": SERVICE_ROLE, "acls": acls},
+        {
+            "command": "createClient",
+            "username": settings.mqtt_username,
+            "password": settings.mqtt_password.get_secret_value(),
+            "roles": [{"rolename": SERVICE_ROLE}],
+        },
+    ]
+    for response in await control(settings, commands):
+        error = response.get("error")
+        if error and "already exists" not in str(error):
+            raise BrokerUnreachable(f"{response.get('command')}: {error}")

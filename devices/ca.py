@@ -46,11 +46,11 @@ class RevokedSerial:
     revoked_at: datetime
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_private(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    os.chmod(path, 0o600)
+    os.chmod(path, mode)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
@@ -91,7 +91,7 @@ class DeviceCa:
     def create(cls, directory: str | Path, *, now: datetime, name: str) -> DeviceCa:
         """A new CA in this store (files 0600); refuses to replace one."""
         folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o711)
         if (folder / CA_KEY_FILE).exists():
             raise FileExistsError(f"{folder / CA_KEY_FILE} exists")
         key = ec.generate_private_key(ec.SECP256R1())
@@ -123,7 +123,9 @@ class DeviceCa:
             .sign(key, hashes.SHA256())
         )
         _write_private(folder / CA_KEY_FILE, _key_pem(key).encode())
-        _write_private(folder / CA_CERT_FILE, certificate.public_bytes(serialization.Encoding.PEM))
+        # The certificate is public: the broker (another user) and devices read it.
+        cert = certificate.public_bytes(serialization.Encoding.PEM)
+        _write_private(folder / CA_CERT_FILE, cert, mode=0o644)
         return cls(certificate, key)
 
     @classmethod

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from devices import repository
-from devices.broker import CRL, PASSWORDS, BrokerFiles, BrokerUnreachable, kick, password_file
+from devices.broker import (
+    CRL,
+    PASSWORDS,
+    BrokerFiles,
+    BrokerUnreachable,
+    ensure_service_account,
+    kick,
+    password_file,
+)
 from devices.broker import reload as reload_broker
 from devices.ca import DeviceCa, RevokedSerial
 from flowbill import db
@@ -108,14 +116,19 @@ async def run(settings: Settings, *, once: bool = False) -> None:
     """Reconcile every `device_reconcile_interval_seconds` until cancelled."""
     ca = DeviceCa.load(settings.device_ca_dir) if settings.device_ca_dir else None
     applied = Applied()
+    account_ready = False
     conn = await db.connect(settings, application_name="flowbill-devices")
     await conn.set_autocommit(True)
     try:
         while True:
             try:
+                # The files first: a new broker waits for them before it starts.
                 await reconcile_once(conn, settings, ca, applied, now=datetime.now(UTC))
+                if not account_ready:
+                    await ensure_service_account(settings)
+                    account_ready = True
             except BrokerUnreachable as exc:
-                # Nothing is marked applied: the next pass tries again from the same state.
+                # What was not done is done by the next pass, from the same state.
                 log.warning("device reconciler: broker unreachable", extra={"error": str(exc)})
             if once:
                 return

@@ -74,7 +74,8 @@ def _private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _tls(listeners: DeviceListeners, identity: DeviceIdentity) -> ssl.SSLContext:
+def tls_context(listeners: DeviceListeners, identity: DeviceIdentity) -> ssl.SSLContext:
+    """The device's TLS context: trusts the broker's CA, presents its certificate if any."""
     context = ssl.create_default_context(cafile=listeners.ca_file)
     if identity.certificate_pem is not None:
         if identity.private_key_pem is None:
@@ -97,7 +98,7 @@ def device_client(
         listeners.certificate_port if certificate else listeners.password_port,
         username=None if certificate else identity.iccid,
         password=identity.password,
-        tls_context=_tls(listeners, identity),
+        tls_context=tls_context(listeners, identity),
         protocol=aiomqtt.ProtocolVersion.V5,
         max_inflight_messages=in_flight,
         max_queued_outgoing_messages=0,
