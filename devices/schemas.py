@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.schemas import SimProvisioned
+from iot_cards.schemas import ImportReport
 
 CredentialKind = Literal["password", "certificate"]
 
@@ -58,5 +59,12 @@ class DeviceCredentialIssued(BaseModel):
 class ProvisionedWithCredentials(SimProvisioned):
     """Provisioned SIMs and, when asked for, the device credentials issued with them (shown
     once; SIMs that already had one keep it and are not listed)."""
+
+    device_credentials: list[DeviceCredentialIssued] = Field(default_factory=list)
+
+
+class CardImportWithCredentials(ImportReport):
+    """An imported card batch and, when asked for, its cards' device credentials (shown
+    once)."""
 
     device_credentials: list[DeviceCredentialIssued] = Field(default_factory=list)

@@ -70,6 +70,13 @@ async def insert_batch(
     return batch_id
 
 
+async def batch_iccids(conn: Connection, batch_id: UUID) -> list[str]:
+    cur = await conn.execute(
+        "SELECT iccid FROM iot_cards WHERE batch_id = %s ORDER BY iccid", (batch_id,)
+    )
+    return [str(r[0]) for r in await cur.fetchall()]
+
+
 async def assign_block(
     conn: Connection, *, merchant_id: UUID, first: str, last: str
 ) -> tuple[int, int]:

@@ -122,6 +122,11 @@ async def import_cards(
     return ImportReport(batch_id=batch_id, carrier=carrier, cards=len(rows))
 
 
+async def batch_iccids(conn: Connection, batch_id: UUID) -> list[str]:
+    """The ICCIDs of an imported batch, in order."""
+    return await repository.batch_iccids(conn, batch_id)
+
+
 async def assign_cards(conn: Connection, body: CardAssignment) -> AssignmentReport:
     """Give a block of unassigned stock (ICCIDs first..last, same length) to a merchant;
     all or nothing."""

@@ -18,6 +18,7 @@ from flowbill.settings import Settings
 from tenants.schemas import Role
 from tests.conftest import assert_problem, bearer, make_tenant, new_iccid
 from tests.devices.factories import csr_for, provisioned
+from tests.iot_cards.factories import Store, block_prefix, new_card
 
 
 def _certificate(path: Path) -> x509.Certificate:
@@ -214,3 +215,33 @@ async def test_provisioning_issues_credentials_once_in_the_same_transaction(
         headers=bearer(automaker_key),
     )
     assert rotated.status_code == 201, rotated.text
+
+
+async def test_a_card_import_issues_identities_and_the_holding_merchant_manages_them(
+    http: httpx.AsyncClient, operator_key: str, settings: Settings
+) -> None:
+    store = await Store(http, settings, operator_key).open(cards=0)
+    prefix = block_prefix()
+    cards = [new_card(prefix, n) for n in range(3)]
+    text = "iccid,imsi,msisdn\n" + "".join(f"{a},{b},{c}\n" for a, b, c in cards)
+    imported = await http.post(
+        "/v1/operator/iot/card-imports",
+        params={"carrier": "cmcc-iot", "device_credentials": "password"},
+        content=text.encode(),
+        headers={**bearer(operator_key), "Content-Type": "text/csv"},
+    )
+    assert imported.status_code == 201, imported.text
+    issued = imported.json()["device_credentials"]
+    assert sorted(c["username"] for c in issued) == sorted(c[0] for c in cards)
+    assert all(c["password"] for c in issued)
+    await store.assign(cards[0][0], cards[-1][0])
+    path = f"/v1/merchant/sims/{cards[1][0]}/device-credentials"
+    mine = await http.get(path, headers=store.merchant)
+    assert mine.status_code == 200, mine.text
+    assert [c["kind"] for c in mine.json()] == ["password"]
+    rotated = await http.post(
+        f"{path}/rotate", json={"kind": "certificate"}, headers=store.merchant
+    )
+    assert rotated.status_code == 201, rotated.text
+    other = await Store(http, settings, operator_key).open(cards=0)
+    assert_problem(await http.get(path, headers=other.merchant), 404, "sim-not-found")

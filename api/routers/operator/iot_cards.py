@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request, status
 from api.deps import (
     CalendarDep,
     ConnDep,
+    DeviceIssuerDep,
     GatewaysDep,
     IotGatewaysDep,
     OperatorCaller,
@@ -19,6 +20,8 @@ from api.deps import (
     SettingsDep,
 )
 from api.params import Cursor, Limit
+from devices import service as devices
+from devices.schemas import CardImportWithCredentials, CredentialKind
 from flowbill.errors import InvalidInput
 from flowbill.paging import DEFAULT_LIMIT, Page
 from flowbill.units import MB
@@ -26,7 +29,6 @@ from iot_cards import settlement
 from iot_cards.schemas import (
     AssignmentReport,
     CardAssignment,
-    ImportReport,
     ReconcileReport,
     SweepReport,
     WholesalePlanCreate,
@@ -51,12 +53,18 @@ async def import_cards(
     request: Request,
     conn: ConnDep,
     caller: OperatorCaller,
+    issuer: DeviceIssuerDep,
     carrier: Annotated[str, Query(pattern=r"^[a-z0-9-]{2,40}$")],
     label: Annotated[str, Query(max_length=200)] = "",
-) -> ImportReport:
+    device_credentials: Annotated[
+        CredentialKind | None,
+        Query(description="Also issue each card's device credential of this kind (shown once)."),
+    ] = None,
+) -> CardImportWithCredentials:
     """Import a carrier's card batch as CSV (`iccid,imsi,msisdn` header, one card a line).
     ICCIDs need a valid Luhn digit; duplicates in the file or with known cards are errors.
-    A batch with any bad row is refused whole, each bad row named by line and reason."""
+    A batch with any bad row is refused whole, each bad row named by line and reason. With
+    `device_credentials`, every card gets its device identity in the same transaction."""
     raw = await request.body()
     if len(raw) > MAX_IMPORT_BYTES:
         raise InvalidInput(f"a batch is at most {MAX_IMPORT_BYTES} bytes")
@@ -64,9 +72,15 @@ async def import_cards(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInput("the batch is not UTF-8 text") from exc
-    return await inventory.import_cards(
+    report = await inventory.import_cards(
         conn, csv_text=text, carrier=carrier, label=label, operator_id=caller.tenant_id
     )
+    issued = []
+    if device_credentials is not None:
+        iccids = await inventory.batch_iccids(conn, report.batch_id)
+        now = datetime.now(UTC)
+        issued = await devices.issue_many(conn, issuer, iccids, kind=device_credentials, now=now)
+    return CardImportWithCredentials(**report.model_dump(), device_credentials=issued)
 
 
 @router.post("/card-assignments")
