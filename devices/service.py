@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from devices import passwords
-from devices import repository as repository
+from devices import repository
 from devices.ca import DeviceCa, IssuedCertificate
 from devices.errors import CaUnavailable, CredentialExists, CredentialNotFound, DeviceSimNotFound
 from devices.schemas import (
