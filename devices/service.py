@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from devices import passwords
-from devices import repository
+from devices import passwords, repository
 from devices.ca import DeviceCa, IssuedCertificate
 from devices.errors import CaUnavailable, CredentialExists, CredentialNotFound, DeviceSimNotFound
 from devices.schemas import (
