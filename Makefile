@@ -37,6 +37,7 @@ bench: setup
 	@$(BIN)/python bench/allocation_throughput.py
 	@$(BIN)/python bench/iot_cards_throughput.py
 	@$(BIN)/python bench/driver_page.py
+	@$(BIN)/python bench/device_identities.py
 
 compose-check:
 	@bash scripts/check-compose.sh

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Annotated, Any
 
 import psycopg
@@ -14,6 +15,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api.broker import BrokerLink
 from api.limits import RateLimiter
+from devices import service as devices
+from devices.ca import DeviceCa
 from flowbill import metrics
 from flowbill.db import Connection
 from flowbill.errors import Unavailable
@@ -301,3 +304,20 @@ async def after_response(work: Coroutine[Any, Any, object], *, what: str) -> Non
         await work
     except Exception:
         log.exception("background work failed", extra={"work": what})
+
+
+async def _device_issuer(request: Request, settings: SettingsDep) -> devices.Issuer:
+    # The CA is read from its store once per process, on first use.
+    issuer: devices.Issuer | None = getattr(request.app.state, "device_issuer", None)
+    if issuer is None:
+        ca = DeviceCa.load(settings.device_ca_dir) if settings.device_ca_dir else None
+        issuer = devices.Issuer(
+            ca=ca,
+            certificate_days=settings.device_certificate_days,
+            rotation_overlap=timedelta(hours=settings.device_rotation_overlap_hours),
+        )
+        request.app.state.device_issuer = issuer
+    return issuer
+
+
+DeviceIssuerDep = Annotated[devices.Issuer, Depends(_device_issuer)]

@@ -202,7 +202,7 @@ def start_api(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
     """`flowbill serve` in a process of its own; returns it and its base URL once ready."""
     port = free_port()
     env = {**os.environ, "FLOWBILL_DATABASE_URL": settings.database_dsn,
-           "FLOWBILL_MQTT_PORT": str(settings.mqtt_port), "FLOWBILL_LOG_LEVEL": "WARNING",
+           **settings.broker_environment(), "FLOWBILL_LOG_LEVEL": "WARNING",
            "FLOWBILL_ENVIRONMENT": "test",
            # Plain HTTP on 127.0.0.1: the session cookie must not be Secure.
            "FLOWBILL_WEB_COOKIE_SECURE": "false"}  # fmt: skip

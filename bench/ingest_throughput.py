@@ -182,7 +182,7 @@ class Worker:
         self.env = {
             **os.environ,
             "FLOWBILL_DATABASE_URL": settings.database_dsn,
-            "FLOWBILL_MQTT_PORT": str(settings.mqtt_port),
+            **settings.broker_environment(),
             # A share group per phase: sessions of another phase must not take a share.
             "FLOWBILL_INGEST_CLIENT_ID": f"bench-{phase}-{n}",
             "FLOWBILL_INGEST_SHARE_GROUP": f"bench-{phase}",

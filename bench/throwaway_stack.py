@@ -19,11 +19,7 @@ def fresh_stack(state: Path) -> Settings:
     shutil.rmtree(state, ignore_errors=True)
     stack = localstack.up(state)
     apply_migrations(stack.database_url)
-    return Settings(
-        database_url=stack.database_url,  # type: ignore[arg-type]
-        mqtt_port=stack.mqtt_port,
-        environment="test",
-    )
+    return Settings(**{**stack.settings_values(), "environment": "test"})  # type: ignore[arg-type]
 
 
 def machine() -> str:

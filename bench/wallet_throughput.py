@@ -220,7 +220,7 @@ def start_api(
     env = {
         **os.environ,
         "FLOWBILL_DATABASE_URL": settings.database_dsn,
-        "FLOWBILL_MQTT_PORT": str(settings.mqtt_port),
+        **settings.broker_environment(),
         "FLOWBILL_ENVIRONMENT": "test",
         "FLOWBILL_LOG_LEVEL": "WARNING",
         "FLOWBILL_DATABASE_POOL_MAX": str(pool),

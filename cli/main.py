@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flowbill.logs import configure_logging
@@ -79,6 +80,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from simulator.fleet.publish import simulate
 
     settings = get_settings()
+    devices = None
+    if args.credentials is not None:
+        import tempfile
+
+        from simulator.fleet.identities import DeviceListeners, load_identities
+
+        if not (settings.mqtt_tls_port and settings.mqtt_tls_password_port):
+            print("--credentials needs FLOWBILL_MQTT_TLS_PORT and _TLS_PASSWORD_PORT")
+            return 2
+        listeners = DeviceListeners(
+            host=settings.mqtt_host, certificate_port=settings.mqtt_tls_port,
+            password_port=settings.mqtt_tls_password_port,
+            ca_file=settings.device_ca_file or "", folder=Path(tempfile.mkdtemp()),
+        )  # fmt: skip
+        devices = (listeners, load_identities(Path(args.credentials)))
     summary = _run(
         simulate(
             options_from_args(args),
@@ -87,6 +103,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             username=settings.mqtt_username,
             password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
             progress=not args.quiet,
+            devices=devices,
         )
     )
     print(summary.as_table())
@@ -291,6 +308,24 @@ def _cmd_bill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_devices(args: argparse.Namespace) -> int:
+    if args.action == "init-ca":
+        from devices.ca import DeviceCa
+
+        if args.dir is None:
+            print("init-ca needs --dir: the new CA store", flush=True)
+            return 2
+        ca = DeviceCa.create(args.dir, now=datetime.now(UTC), name=args.name)
+        print(f"device CA created in {args.dir}: ca.pem (give it to the broker) and ca.key"
+              " (0600; only the API and the device reconciler read it)")  # fmt: skip
+        print(ca.certificate_pem, end="")
+        return 0
+    from devices import reconciler
+
+    _run(reconciler.run(get_settings(), once=args.once))
+    return 0
+
+
 def _cmd_webhooks(args: argparse.Namespace) -> int:
     from webhooks.delivery import run
 
@@ -386,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser("simulate", help="publish a simulated fleet's usage reports")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+    simulate.add_argument(
+        "--credentials",
+        help="a JSON file of the devices' identities (a provisioning answer with"
+        " `device_credentials`): each device connects over TLS with its own; without it, the"
+        " local stack's service account publishes everything (load generation)",
+    )
     from simulator.fleet.arguments import add_arguments
 
     add_arguments(simulate)
@@ -442,6 +483,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bill.add_argument("--metrics-port", type=int, default=0, help="serve /metrics here (0: off)")
     bill.set_defaults(func=_cmd_bill)
+
+    devices = sub.add_parser(
+        "devices",
+        help="reconcile: keep the broker's device passwords and CRL in line with the database"
+        " and drop revoked devices' connections (runs until stopped); init-ca: make the"
+        " device CA store",
+    )
+    devices.add_argument("action", choices=["reconcile", "init-ca"])
+    devices.add_argument("--once", action="store_true", help="reconcile: one pass, then stop")
+    devices.add_argument("--dir", help="init-ca: the folder of the new CA store")
+    devices.add_argument(
+        "--name", default="Flowbill device CA", help="init-ca: the CA's common name"
+    )
+    devices.set_defaults(func=_cmd_devices)
 
     webhooks = sub.add_parser("webhooks", help="send due webhooks (signed), with retries")
     webhooks.add_argument("--once", action="store_true", help="send what is due now and exit")

@@ -29,6 +29,13 @@ from devstack.wallet_demo import run_wallet_demo
 from flowbill.periods import Calendar, earliest_open, format_period
 from flowbill.settings import CALLBACK_PARTIES, Settings, get_settings
 from flowbill.units import MB
+from simulator.fleet.identities import (
+    DeviceIdentity,
+    DeviceListeners,
+    device_client,
+    identities_from,
+    sendable,
+)
 
 STATE = Path(os.environ.get("FLOWBILL_STATE_DIR", ".state"))
 
@@ -119,6 +126,38 @@ def _operator_key(settings: Settings, state: Path, api: str) -> str:
     return key_file.read_text().strip()
 
 
+def _device_listeners(settings: Settings, folder: Path) -> DeviceListeners:
+    if not (settings.mqtt_tls_port and settings.mqtt_tls_password_port and settings.device_ca_file):
+        raise SystemExit("no device TLS listeners: run `flowbill stack up` and source its env")
+    return DeviceListeners(
+        host=settings.mqtt_host, certificate_port=settings.mqtt_tls_port,
+        password_port=settings.mqtt_tls_password_port, ca_file=settings.device_ca_file,
+        folder=folder,
+    )  # fmt: skip
+
+
+def _wait_accepted(listeners: DeviceListeners, identities: dict[str, DeviceIdentity]) -> None:
+    """Until the broker accepts a password device: the reconciler has given it the new ones."""
+    import aiomqtt
+
+    sample = next((i for i in identities.values() if i.kind == "password"), None)
+    if sample is None:
+        return
+
+    async def accepted() -> bool:
+        try:
+            async with device_client(listeners, sample, in_flight=1):
+                return True
+        except aiomqtt.MqttError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while not asyncio.run(accepted()):
+        if time.monotonic() > deadline:
+            raise SystemExit("the broker does not accept the new devices; see devices.log")
+        time.sleep(0.2)
+
+
 def run_demo(*, seconds: float, state: Path = STATE) -> int:
     """Run the metering demo and print sent versus stored."""
     from simulator.fleet.options import SimulationOptions
@@ -171,6 +210,8 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
         processes[f"ingest-{n}"] = _spawn(
             ["ingest"], _as("ingest", worker_env), logs / f"ingest-{n}.log"
         )
+    # Keeps the broker's device passwords and CRL in line with the database.
+    processes["devices"] = _spawn(["devices", "reconcile"], _as("api", env), logs / "devices.log")
     (logs / "pids.json").write_text(json.dumps({k: p.pid for k, p in processes.items()}))
     _wait_ready(f"{api}/readyz", "the API", processes["api"], logs / "api.log")
     for n, port in enumerate(worker_ports, start=1):
@@ -199,26 +240,45 @@ def run_demo(*, seconds: float, state: Path = STATE) -> int:
           f"{options.minutes} simulated minutes …")  # fmt: skip
     messages = plan_fleet(options)
     vehicles = sorted({m.report.iccid for m in messages if m.report and m.fleet == "vehicle"})
+    iot_sims = sorted({m.report.iccid for m in messages if m.report and m.fleet == "iot"})
     # Provisioned without an owner for now: the sponsors' part gives them to the automaker.
-    httpx.post(
-        f"{api}/v1/operator/sims", json={"iccids": vehicles, "label": "demo fleet"}, headers=auth
-    ).raise_for_status()
+    # Each device gets its identity with its SIM: vehicles a certificate, IoT SIMs (firmware
+    # without certificate storage) a password.
+    issued = []
+    for iccids, kind in ((vehicles, "certificate"), (iot_sims, "password")):
+        answer = httpx.post(
+            f"{api}/v1/operator/sims", params={"device_credentials": kind},
+            json={"iccids": iccids, "label": "demo fleet"}, headers=auth, timeout=60,
+        )  # fmt: skip
+        answer.raise_for_status()
+        issued += answer.json()["device_credentials"]
+    identities = identities_from(issued)
+    listeners = _device_listeners(settings, logs / "devices")
+    certificates = sum(1 for i in identities.values() if i.kind == "certificate")
+    passwords = len(identities) - certificates
+    print(f"{len(identities)} device identities issued ({certificates} certificates,"
+          f" {passwords} passwords); every device connects over TLS")  # fmt: skip
+    _wait_accepted(listeners, identities)
+    outgoing, strays = sendable(messages, identities)
+    if strays:
+        print(f"not sent: {len(strays)} malformed messages to a topic no device may use"
+              " (the broker refuses them)")  # fmt: skip
 
     started = datetime.now(UTC)
-    rate = len(messages) / max(seconds * 0.75, 1.0)
-    print(f"publishing {len(messages):,} messages at ~{rate:,.0f}/s to two ingest workers …")
+    rate = len(outgoing) / max(seconds * 0.75, 1.0)
+    print(f"publishing {len(outgoing):,} messages at ~{rate:,.0f}/s to two ingest workers …")
     asyncio.run(
         publish_plan(
-            messages,
+            outgoing,
             host=settings.mqtt_host,
             port=settings.mqtt_port,
-            username=settings.mqtt_username,
-            password=settings.mqtt_password.get_secret_value() if settings.mqtt_password else None,
             rate=rate,
             progress=True,
+            devices=(listeners, identities),
         )
     )
-    summary = summarize(messages)
+    summary = summarize(outgoing)
+    summary.lost = messages.lost
     iccids = sorted({m.report.iccid for m in messages if m.report})
     with psycopg.connect(settings.database_dsn, autocommit=True) as conn:
         deadline = time.monotonic() + 120

@@ -51,6 +51,26 @@ class Settings(BaseSettings):
     mqtt_tls: bool = False
     mqtt_ca_file: str | None = None
 
+    # Device identity (docs/security.md, "Device identity"). Devices connect over TLS: with a
+    # client certificate on `mqtt_tls_port`, with a password on `mqtt_tls_password_port`;
+    # `device_ca_file` is the CA certificate clients check the broker's certificate with.
+    mqtt_tls_port: int | None = Field(default=None, ge=1, le=65535)
+    mqtt_tls_password_port: int | None = Field(default=None, ge=1, le=65535)
+    device_ca_file: str | None = None
+    # The CA store (ca.pem, ca.key) that issues device certificates; unset: passwords only.
+    device_ca_dir: str | None = None
+    device_certificate_days: int = Field(default=730, ge=1, le=3650)
+    # A rotated-out certificate is still accepted this long, so a device can switch over.
+    device_rotation_overlap_hours: float = Field(default=168, ge=0, le=24 * 90)
+    # The device reconciler writes the broker's password file and CRL into this folder (which
+    # the broker reads), then signals the broker (pid file) to reload them, and drops revoked
+    # devices' connections through the dynamic-security API as `mqtt_control_username`.
+    device_broker_dir: str | None = None
+    mqtt_broker_pid_file: str | None = None
+    mqtt_control_username: str | None = None
+    mqtt_control_password: SecretStr | None = None
+    device_reconcile_interval_seconds: float = Field(default=0.5, gt=0, le=3600)
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
 
@@ -310,6 +330,19 @@ class Settings(BaseSettings):
         secrets = [secret for party in CALLBACK_PARTIES for secret in self.callback_secrets(party)]
         if len(set(secrets)) < len(secrets):
             raise ValueError("each party's FLOWBILL_*_CALLBACK_SECRET must be its own")
+
+    def broker_environment(self) -> dict[str, str]:
+        """The `FLOWBILL_*` variables that reach the broker as these settings do, for a
+        process started with them (a worker, the API, a billing run)."""
+        values = {
+            "FLOWBILL_MQTT_HOST": self.mqtt_host,
+            "FLOWBILL_MQTT_PORT": str(self.mqtt_port),
+            "FLOWBILL_MQTT_USERNAME": self.mqtt_username,
+            "FLOWBILL_MQTT_PASSWORD": (
+                self.mqtt_password.get_secret_value() if self.mqtt_password else None
+            ),
+        }
+        return {k: v for k, v in values.items() if v is not None}
 
     @property
     def ingest_worker_id(self) -> str:

@@ -109,6 +109,7 @@ mapfile -t client < <(v2_client || v1_client)
 [ ${#client[@]} -gt 0 ] || { msg "no Compose client could be installed"; exit 1; }
 msg "$("${client[@]}" version 2>/dev/null | head -n 1)"
 env FLOWBILL_DB_PASSWORD=check FLOWBILL_MQTT_PASSWORD=check FLOWBILL_CARRIER_CALLBACK_SECRET=check \
+    FLOWBILL_MQTT_CONTROL_PASSWORD=check \
     FLOWBILL_PAYMENT_CALLBACK_SECRET=check FLOWBILL_FULFILMENT_CALLBACK_SECRET=check \
     FLOWBILL_IDENTITY_CALLBACK_SECRET=check FLOWBILL_INVOICING_CALLBACK_SECRET=check \
     FLOWBILL_IOT_ID_HASH_KEY=check \

@@ -86,10 +86,8 @@ def settings_for(stack: localstack.LocalStack, **overrides: object) -> Settings:
         logins[component] = (found.username, found.password)
     _COMPONENT_LOGINS[stack.pg_port] = logins
     values: dict[str, object] = {
+        **stack.settings_values(),
         "environment": "test",
-        "database_url": stack.database_url,
-        "mqtt_host": "127.0.0.1",
-        "mqtt_port": stack.mqtt_port,
         "ingest_metrics_port": 0,
         "ingest_flush_seconds": 0.05,
         # The tests serve the API over plain HTTP on 127.0.0.1: cookies must not be Secure.
@@ -161,8 +159,7 @@ class IngestProcess:
         self._env = {
             **os.environ,
             "FLOWBILL_DATABASE_URL": as_component(settings, "ingest").database_dsn,
-            "FLOWBILL_MQTT_HOST": settings.mqtt_host,
-            "FLOWBILL_MQTT_PORT": str(settings.mqtt_port),
+            **settings.broker_environment(),
             "FLOWBILL_INGEST_CLIENT_ID": client_id,
             "FLOWBILL_INGEST_METRICS_PORT": str(self.metrics_port),
             "FLOWBILL_INGEST_FLUSH_SECONDS": "0.05",
@@ -241,6 +238,8 @@ class IngestProcess:
         settings = Settings(
             database_url=self._env["FLOWBILL_DATABASE_URL"],  # type: ignore[arg-type]
             mqtt_port=int(self._env["FLOWBILL_MQTT_PORT"]),
+            mqtt_username=self._env.get("FLOWBILL_MQTT_USERNAME"),
+            mqtt_password=self._env.get("FLOWBILL_MQTT_PASSWORD"),  # type: ignore[arg-type]
         )
         await mqtt_session.end_session(settings, identifier=self.client_id)
 
@@ -269,6 +268,34 @@ def ingest_workers(
     yield workers
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def device_reconciler(
+    stack: localstack.LocalStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `flowbill devices reconcile`: keeps the broker's device passwords and CRL in
+    line with the database and drops revoked devices' connections."""
+    log = tmp_path_factory.mktemp("devices-logs") / "reconciler.log"
+    env = {
+        **os.environ,
+        **stack.environment(),
+        "FLOWBILL_DATABASE_URL": stack.component_url("api"),
+        "FLOWBILL_DEVICE_RECONCILE_INTERVAL_SECONDS": "0.2",
+        "FLOWBILL_ENVIRONMENT": "test",
+    }
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli", "devices", "reconcile"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+        )  # fmt: skip
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="session")

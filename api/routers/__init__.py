@@ -19,14 +19,17 @@ from api.routers.driver import pages as driver_pages
 from api.routers.driver import sign_in, wallet
 from api.routers.driver import statements as driver_statements
 from api.routers.driver import vehicles as driver_vehicles
+from api.routers.merchant import devices as merchant_devices
 from api.routers.merchant import iot_cards as merchant_iot_cards
 from api.routers.merchant import promotions
 from api.routers.operator import billing as operator_billing
+from api.routers.operator import devices as operator_devices
 from api.routers.operator import iot_cards as operator_iot_cards
 from api.routers.operator import sponsors as operator_sponsors
 from api.routers.operator import tenants as operator_tenants
 from api.routers.operator import wallet as operator_wallet
 from api.routers.partner import events
+from api.routers.sponsor import devices as sponsor_devices
 from api.routers.sponsor import policies
 from api.routers.sponsor import statements as sponsor_statements
 from api.routers.tenant import me, webhooks
@@ -59,4 +62,7 @@ ROUTERS: list[APIRouter] = [
     sign_in.api_router,
     sign_in.router,
     driver_pages.router,
+    operator_devices.router,
+    sponsor_devices.router,
+    merchant_devices.router,
 ]

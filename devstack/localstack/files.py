@@ -48,6 +48,32 @@ class _Paths:
         return self.mqdir / "stderr.log"
 
     @property
+    def devices(self) -> Path:
+        """Device identity: the CA store, the broker's TLS files, the service accounts."""
+        return self.root / "devices"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.devices / "ca"
+
+    @property
+    def broker_dir(self) -> Path:
+        """What the device reconciler writes and the broker reads: passwords and the CRL."""
+        return self.devices / "broker"
+
+    @property
+    def accounts(self) -> Path:
+        return self.devices / "service-accounts.json"
+
+    @property
+    def dynsec(self) -> Path:
+        return self.mqdir / "dynamic-security.json"
+
+    @property
+    def acl(self) -> Path:
+        return self.mqdir / "acl"
+
+    @property
     def state(self) -> Path:
         return self.root / "stack.json"
 

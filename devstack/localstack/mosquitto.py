@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from devstack.localstack.errors import StackError
 from devstack.localstack.files import _Paths, _tail
+from devstack.localstack.identity import CRL, DYNSEC_PLUGIN, PASSWORDS, SERVER_CERT, SERVER_KEY
 from devstack.localstack.processes import (
     START_TIMEOUT,
     STOP_TIMEOUT,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from devstack.localstack.stack import LocalStack
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+CA_CERT_FILE = "ca.pem"  # as devices.ca names it (this package imports no third-party code)
 
 
 def _write_mosquitto_conf(stack: LocalStack) -> None:
@@ -33,12 +35,36 @@ def _write_mosquitto_conf(stack: LocalStack) -> None:
     # As root, mosquitto would switch to the `mosquitto` user, which cannot write the
     # persistence file under a root-owned folder: it stays whoever we are.
     user = pwd.getpwuid(os.geteuid()).pw_name
+    devices = paths.devices
     paths.mqconf.write_text(
-        f"""# Flowbill's local broker: loopback only, anonymous, nothing dropped, sessions kept.
-listener {stack.mqtt_port} 127.0.0.1
-allow_anonymous true
+        f"""# Flowbill's local broker: loopback only, nobody anonymous, nothing dropped, sessions
+# kept. Service accounts live in dynamic security; devices come in over TLS, with a client
+# certificate from the device CA or with a password the device reconciler wrote here.
+per_listener_settings false
+allow_anonymous false
+plugin {DYNSEC_PLUGIN}
+plugin_opt_config_file {paths.dynsec}
+password_file {paths.broker_dir / PASSWORDS}
+acl_file {paths.acl}
 user {user}
 pid_file {paths.mqpid}
+
+# The workers, the API and the load generators: plain MQTT, loopback only.
+listener {stack.mqtt_port} 127.0.0.1
+
+# Certificate devices: the certificate's CN (the ICCID) is the user name.
+listener {stack.tls_port} 127.0.0.1
+cafile {paths.ca_dir / CA_CERT_FILE}
+certfile {devices / SERVER_CERT}
+keyfile {devices / SERVER_KEY}
+require_certificate true
+use_identity_as_username true
+crlfile {paths.broker_dir / CRL}
+
+# Password devices: TLS without a client certificate; the user name is the ICCID.
+listener {stack.tls_password_port} 127.0.0.1
+certfile {devices / SERVER_CERT}
+keyfile {devices / SERVER_KEY}
 
 # Persistent sessions and their queued QoS 1 messages survive a restart: SIGTERM saves the
 # store on the way out; the interval bounds what a crash (SIGKILL) loses. Saving rewrites the

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.localstack import identity
 from devstack.localstack.files import _locked, _Paths
 from devstack.localstack.mosquitto import _mq_running_port, _stop_mosquitto, start_mosquitto
 from devstack.localstack.postgres import (
@@ -29,6 +30,9 @@ class LocalStack:
     pg_port: int
     mqtt_port: int
     database: str = "flowbill"
+    # Devices' TLS listeners: with a client certificate, and with a password.
+    tls_port: int = 0
+    tls_password_port: int = 0
 
     def _url(self, role: str, database: str) -> str:
         password = passwords(_Paths(self.root))[role]
@@ -51,8 +55,10 @@ class LocalStack:
 
     def environment(self) -> dict[str, str]:
         """What `flowbill.env` exports: the owner's URL (for `flowbill migrate` and the
-        maintenance commands) and each component's, which the demo hands its processes."""
-        return {
+        maintenance commands), each component's, which the demo hands its processes, and the
+        broker's ports, device CA and service accounts."""
+        paths = _Paths(self.root)
+        env = {
             "FLOWBILL_DATABASE_URL": self.database_url,
             **{
                 f"FLOWBILL_{component.upper()}_DATABASE_URL": self.component_url(component)
@@ -60,6 +66,27 @@ class LocalStack:
             },
             "FLOWBILL_MQTT_HOST": "127.0.0.1",
             "FLOWBILL_MQTT_PORT": str(self.mqtt_port),
+            "FLOWBILL_MQTT_TLS_PORT": str(self.tls_port),
+            "FLOWBILL_MQTT_TLS_PASSWORD_PORT": str(self.tls_password_port),
+            "FLOWBILL_DEVICE_CA_FILE": str(paths.ca_dir / "ca.pem"),
+            "FLOWBILL_DEVICE_CA_DIR": str(paths.ca_dir),
+            "FLOWBILL_DEVICE_BROKER_DIR": str(paths.broker_dir),
+            "FLOWBILL_MQTT_BROKER_PID_FILE": str(paths.mqpid),
+        }
+        accounts = identity.load_accounts(paths)
+        if accounts is not None:
+            env["FLOWBILL_MQTT_USERNAME"] = identity.SERVICE
+            env["FLOWBILL_MQTT_PASSWORD"] = accounts.service_password
+            env["FLOWBILL_MQTT_CONTROL_USERNAME"] = identity.ADMIN
+            env["FLOWBILL_MQTT_CONTROL_PASSWORD"] = accounts.admin_password
+        return env
+
+    def settings_values(self) -> dict[str, str]:
+        """The environment as Settings keyword arguments (`FLOWBILL_MQTT_PORT` → `mqtt_port`)."""
+        return {
+            k.removeprefix("FLOWBILL_").lower(): v
+            for k, v in self.environment().items()
+            if not (k.endswith("_DATABASE_URL") and k != "FLOWBILL_DATABASE_URL")
         }
 
 
@@ -71,6 +98,8 @@ def _load(root: Path) -> LocalStack | None:
             pg_port=int(data["pg_port"]),
             mqtt_port=int(data["mqtt_port"]),
             database=str(data.get("database", "flowbill")),
+            tls_port=int(data.get("tls_port", 0)),
+            tls_password_port=int(data.get("tls_password_port", 0)),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -78,7 +107,10 @@ def _load(root: Path) -> LocalStack | None:
 
 def _save(stack: LocalStack) -> None:
     paths = _Paths(stack.root)
-    state = {"pg_port": stack.pg_port, "mqtt_port": stack.mqtt_port, "database": stack.database}
+    state = {
+        "pg_port": stack.pg_port, "mqtt_port": stack.mqtt_port, "database": stack.database,
+        "tls_port": stack.tls_port, "tls_password_port": stack.tls_password_port,
+    }  # fmt: skip
     paths.state.write_text(json.dumps(state) + "\n")
     # Holds passwords: readable by whoever runs the stack only.
     fd = os.open(paths.env, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -111,7 +143,12 @@ def up(root: Path, *, database: str = "flowbill") -> LocalStack:
             wanted = known.mqtt_port if known else None
             ok = wanted is not None and wanted != pg_port and _port_free(wanted)
             mqtt_port = wanted if ok and wanted is not None else _free_port(avoid=(pg_port,))
-        stack = LocalStack(root=root, pg_port=pg_port, mqtt_port=mqtt_port, database=database)
+        tls_ports = _tls_ports(paths, known, avoid=(pg_port, mqtt_port))
+        stack = LocalStack(
+            root=root, pg_port=pg_port, mqtt_port=mqtt_port, database=database,
+            tls_port=tls_ports[0], tls_password_port=tls_ports[1],
+        )  # fmt: skip
+        identity.ensure(paths)
         _save(stack)
         if not (paths.pgdata / "PG_VERSION").exists():
             _init_postgres(paths)
@@ -119,6 +156,21 @@ def up(root: Path, *, database: str = "flowbill") -> LocalStack:
         _ensure_database(stack)
         start_mosquitto(stack)
         return stack
+
+
+def _tls_ports(
+    paths: _Paths, known: LocalStack | None, *, avoid: tuple[int, ...]
+) -> tuple[int, int]:
+    """The devices' TLS ports: the running broker's, else the remembered ones while free,
+    else new ones."""
+    if _mq_running_port(paths) is not None and known and known.tls_port and known.tls_password_port:
+        return known.tls_port, known.tls_password_port
+    ports: list[int] = []
+    for wanted in (known.tls_port if known else 0, known.tls_password_port if known else 0):
+        taken = (*avoid, *ports)
+        ok = wanted and wanted not in taken and _port_free(wanted)
+        ports.append(wanted if ok else _free_port(avoid=taken))
+    return ports[0], ports[1]
 
 
 def down(root: Path) -> None:

@@ -5,13 +5,22 @@ stops acknowledging."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aiomqtt
 
+from simulator.fleet.identities import (
+    DeviceIdentity,
+    DeviceListeners,
+    device_client,
+    removed_afterwards,
+    sendable,
+    topic_iccid,
+)
 from simulator.fleet.options import SimulationOptions
 from simulator.fleet.plan import PlannedMessage, plan_fleet
 from simulator.fleet.summary import SimulationSummary, summarize
@@ -79,25 +88,50 @@ async def publish_plan(
     in_flight: int = DEFAULT_IN_FLIGHT,
     progress: bool = True,
     stall_seconds: float = 30.0,
+    devices: tuple[DeviceListeners, Mapping[str, DeviceIdentity]] | None = None,
 ) -> float:
-    """Publish every message in order (QoS 1, each acknowledged); returns the seconds it took."""
+    """Publish every message in order (QoS 1, each acknowledged); returns the seconds it took.
+
+    With `devices`, each message goes out on the connection of the device whose topic it
+    names, over TLS with that device's identity (every topic must name one: see
+    `identities.sendable`); otherwise all go out on one connection with `username` and
+    `password`."""
     bar = _Progress(len(messages), enabled=progress)
     pending = iter(enumerate(messages))
     outstanding = 0
     last_progress = time.monotonic()
     publishers_left = max(1, min(in_flight, len(messages)))
     all_sent = asyncio.Event()
-    async with aiomqtt.Client(
-        host,
-        port,
-        username=username,
-        password=password,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        max_inflight_messages=in_flight,
-        max_queued_outgoing_messages=0,  # unbounded: in_flight already bounds it
-    ) as client:
-        # aiomqtt warns on every publish once more than 10 are pending; ours are bounded.
-        client.pending_calls_threshold = in_flight
+    async with contextlib.AsyncExitStack() as connections:
+        clients: dict[str, aiomqtt.Client] = {}
+        if devices is None:
+            client = aiomqtt.Client(
+                host,
+                port,
+                username=username,
+                password=password,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                max_inflight_messages=in_flight,
+                max_queued_outgoing_messages=0,  # unbounded: in_flight already bounds it
+            )
+            await connections.enter_async_context(client)
+        else:
+            listeners, identities = devices
+            strays = {m.topic for m in messages if topic_iccid(m.topic) not in identities}
+            if strays:
+                raise ValueError(f"no device may publish to {sorted(strays)[:3]}")
+            connections.enter_context(removed_afterwards(listeners.folder))
+            for iccid, identity in identities.items():
+                clients[iccid] = device_client(listeners, identity, in_flight=in_flight)
+            # Connected a batch at a time: a TLS handshake each.
+            pairs = list(clients.values())
+            for first in range(0, len(pairs), 50):
+                batch = pairs[first : first + 50]
+                await asyncio.gather(*(connections.enter_async_context(c) for c in batch))
+            client = pairs[0]
+        for each in (client, *clients.values()):
+            # aiomqtt warns on every publish once more than 10 are pending; ours are bounded.
+            each.pending_calls_threshold = in_flight
         started = last_progress = bar.started = time.monotonic()
 
         async def publisher() -> None:
@@ -114,7 +148,8 @@ async def publish_plan(
                 outstanding += 1
                 # No per-publish timeout: asyncio.wait_for costs a task per message; the
                 # watchdog below catches a broker that stops acknowledging.
-                await client.publish(message.topic, message.payload, qos=qos, timeout=math.inf)
+                sender = clients[topic_iccid(message.topic)] if clients else client
+                await sender.publish(message.topic, message.payload, qos=qos, timeout=math.inf)
                 if qos == 0:
                     await asyncio.sleep(0)  # let the client write to the socket
                 outstanding -= 1
@@ -157,9 +192,12 @@ async def simulate(
     username: str | None = None,
     password: str | None = None,
     progress: bool = True,
+    devices: tuple[DeviceListeners, Mapping[str, DeviceIdentity]] | None = None,
 ) -> SimulationSummary:
     """Plan the fleet, publish it, and say what was sent."""
-    plan = plan_fleet(options)
+    plan: Sequence[PlannedMessage] = plan_fleet(options)
+    if devices is not None:
+        plan, _ = sendable(plan, devices[1])
     elapsed = await publish_plan(
         plan,
         host=host,
@@ -168,6 +206,7 @@ async def simulate(
         password=password,
         rate=options.rate,
         progress=progress,
+        devices=devices,
     )
     summary = summarize(plan)
     summary.elapsed_seconds = elapsed

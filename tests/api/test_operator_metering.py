@@ -54,7 +54,7 @@ async def test_provisioning_gaps_rejects_and_hourly_usage(
 
     assert iccid in await unprovisioned()
     r = await http.post("/v1/operator/sims", json={"iccids": [iccid, iccid]}, headers=headers)
-    assert r.json() == {"requested": 1, "newly_provisioned": 1}
+    assert r.json() == {"requested": 1, "newly_provisioned": 1, "device_credentials": []}
     assert iccid not in await unprovisioned()
 
     gaps = (await http.get(f"/v1/operator/ingest/gaps/{iccid}/1", headers=headers)).json()

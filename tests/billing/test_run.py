@@ -509,7 +509,7 @@ async def test_flowbill_bill_once_from_the_command_line(
     env = {
         **os.environ,
         "FLOWBILL_DATABASE_URL": settings.database_dsn,
-        "FLOWBILL_MQTT_PORT": str(settings.mqtt_port),
+        **settings.broker_environment(),
         "FLOWBILL_ENVIRONMENT": "test",
     }
     process = await asyncio.create_subprocess_exec(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 
+from devices.ca import DeviceCa
 from flowbill.settings import Settings
 from ingest import mqtt_session
 from ingest.protocol import AppUsage, UsageReport, encode_report
@@ -56,11 +57,23 @@ async def test_the_documented_example_sent_with_mosquitto_pub_lands_exactly(
     settings: Settings,
     ingest_workers: list[IngestProcess],
     committed_conn: psycopg.AsyncConnection,
+    tmp_path: Path,
 ) -> None:
     example = EXAMPLES / "usage-report.json"
     body = json.loads(example.read_text())
+    # As docs/protocol.md shows it: over TLS, with the device's own certificate.
+    assert settings.device_ca_dir is not None
+    assert settings.device_ca_file is not None
+    issued = DeviceCa.load(settings.device_ca_dir).issue_with_new_key(
+        body["iccid"], now=datetime.now(UTC), days=1
+    )
+    assert issued.private_key_pem is not None
+    (tmp_path / "device.pem").write_text(issued.certificate_pem)
+    (tmp_path / "device.key").write_text(issued.private_key_pem)
     sent = await asyncio.create_subprocess_exec(
-        "mosquitto_pub", "-h", "127.0.0.1", "-p", str(settings.mqtt_port), "-q", "1",
+        "mosquitto_pub", "-h", "localhost", "-p", str(settings.mqtt_tls_port), "-q", "1",
+        "--cafile", settings.device_ca_file, "--cert", str(tmp_path / "device.pem"),
+        "--key", str(tmp_path / "device.key"),
         "-t", f"flowbill/v1/sims/{body['iccid']}/usage", "-f", str(example),
     )  # fmt: skip
     assert await sent.wait() == 0

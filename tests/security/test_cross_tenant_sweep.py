@@ -103,6 +103,10 @@ BODIES: dict[str, Body] = {
     "/v1/iot/cards/{iccid}/commands": lambda w, role: {"command": "suspend"},
     "/v1/iot/cards/{iccid}/device-reports": lambda w, role: {"imei": new_imei()},
     "/v1/iot/cards/{iccid}/recharges": lambda w, role: {"plan_id": w.ids["plan_id"]},
+    "/v1/sponsor/sims/{iccid}/device-credentials": lambda w, role: {"kind": "password"},
+    "/v1/sponsor/sims/{iccid}/device-credentials/rotate": lambda w, role: {"kind": "password"},
+    "/v1/merchant/sims/{iccid}/device-credentials": lambda w, role: {"kind": "password"},
+    "/v1/merchant/sims/{iccid}/device-credentials/rotate": lambda w, role: {"kind": "password"},
 }
 
 # Which of A's ids fills a path parameter: by role and name, unless the route says otherwise.
@@ -153,7 +157,7 @@ WATCHED = (
     "sims", "sim_owners", "policies", "policy_terms", "sponsor_partnerships", "partner_links",
     "iot_cards", "iot_card_history", "iot_card_grants", "iot_orders", "iot_refunds",
     "iot_verifications", "iot_invoices", "iot_usage_thresholds", "webhook_endpoints",
-    "webhook_messages", "invoices", "credit_notes", "api_keys",
+    "webhook_messages", "invoices", "credit_notes", "api_keys", "device_credentials",
 )  # fmt: skip
 # The columns watched where a legitimate read writes another one.
 WATCHED_COLUMNS = {"api_keys": "key_id, tenant_id, secret_sha256, label, created_at, revoked_at"}

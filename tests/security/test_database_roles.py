@@ -27,7 +27,7 @@ NEVER_READS = {
     "ingest": ["api_keys", "tenants", "ledger_entries", "wallet_lots", "web_sessions",
                "iot_id_holders", "policies", "webhook_endpoints"],
     "billing": ["api_keys", "web_sessions", "web_sign_in_links", "iot_id_holders",
-                "iot_verifications", "_yoyo_migration"],
+                "iot_verifications", "device_credentials", "_yoyo_migration"],
     "webhooks": ["api_keys", "tenants", "ledger_entries", "usage_items", "iot_id_holders",
                  "web_sessions", "allocations"],
 }  # fmt: skip

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from api.deps import (
     CalendarDep,
     ConnDep,
+    DeviceIssuerDep,
     GatewaysDep,
     IotGatewaysDep,
     KeyGate,
@@ -20,13 +21,14 @@ from api.deps import (
     SettingsDep,
 )
 from api.params import Cursor, Limit
+from devices import service as devices
+from devices.schemas import CardImportWithCredentials, CredentialKind
 from flowbill.errors import InvalidInput
 from flowbill.paging import DEFAULT_LIMIT, Page
 from iot_cards import settlement
 from iot_cards.schemas import (
     AssignmentReport,
     CardAssignment,
-    ImportReport,
     ReconcileReport,
     SweepReport,
     WholesalePlanCreate,
@@ -57,15 +59,21 @@ async def import_cards(
     raw: Annotated[bytes, Depends(_csv_batch)],
     conn: ConnDep,
     caller: OperatorCaller,
+    issuer: DeviceIssuerDep,
     carrier: Annotated[str, Query(pattern=r"^[a-z0-9-]{2,40}$")],
     label: Annotated[str, Query(max_length=200)] = "",
     owner_id: UUID | None = None,
-) -> ImportReport:
+    device_credentials: Annotated[
+        CredentialKind | None,
+        Query(description="Also issue each card's device credential of this kind (shown once)."),
+    ] = None,
+) -> CardImportWithCredentials:
     """Import a carrier's card batch as CSV (`iccid,imsi,msisdn` header, one card a line).
     ICCIDs need a valid Luhn digit; duplicates in the file or with known cards are errors.
     A batch with any bad row is refused whole, each bad row named by line and reason.
     With `owner_id` (an IoT merchant or an automaker) the cards are that tenant's SIMs from
-    now on; otherwise they are owned when a block is assigned to a merchant."""
+    now on; otherwise they are owned when a block is assigned to a merchant. With
+    `device_credentials`, every card gets its device identity in the same transaction."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -73,9 +81,13 @@ async def import_cards(
     report, iccids = await inventory.import_cards(
         conn, csv_text=text, carrier=carrier, label=label, operator_id=caller.tenant_id
     )
+    now = datetime.now(UTC)
     if owner_id is not None:
-        await ownership.assign_provisioned(conn, iccids, owner_id=owner_id, now=datetime.now(UTC))
-    return report
+        await ownership.assign_provisioned(conn, iccids, owner_id=owner_id, now=now)
+    issued = []
+    if device_credentials is not None:
+        issued = await devices.issue_many(conn, issuer, iccids, kind=device_credentials, now=now)
+    return CardImportWithCredentials(**report.model_dump(), device_credentials=issued)
 
 
 @router.post("/card-assignments")

@@ -6,10 +6,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, status
 
-from api.deps import ConnDep, OperatorCaller
+from api.deps import ConnDep, DeviceIssuerDep, OperatorCaller
 from api.params import Cursor, Limit
+from devices import service as devices
+from devices.schemas import CredentialKind, ProvisionedWithCredentials
 from flowbill.paging import DEFAULT_LIMIT, Page
 from ingest import service as metering
 from ingest.protocol import RejectReason
@@ -19,7 +21,6 @@ from ingest.schemas import (
     HourlyUsagePublic,
     Iccid,
     RejectPublic,
-    SimProvisioned,
     UnprovisionedSimPublic,
 )
 from sponsors import ownership
@@ -109,17 +110,32 @@ async def revoke_tenant_key(
 
 @router.post("/sims", status_code=status.HTTP_200_OK)
 async def provision_sims(
-    conn: ConnDep, _: OperatorCaller, body: SimProvisionOwned
-) -> SimProvisioned:
+    conn: ConnDep,
+    _: OperatorCaller,
+    issuer: DeviceIssuerDep,
+    body: SimProvisionOwned,
+    device_credentials: Annotated[
+        CredentialKind | None,
+        Query(description="Also issue each SIM's device credential of this kind (shown once)."),
+    ] = None,
+) -> ProvisionedWithCredentials:
     """Provision SIMs by ICCID, owned by `owner_id` (an automaker or an IoT merchant; only
     the owner may fit them). A SIM already owned by another tenant is refused (409): change
-    its owner instead. Usage they reported before provisioning is kept."""
+    its owner instead. Usage they reported before provisioning is kept. With
+    `device_credentials`, each SIM without a device credential gets one, in the same
+    transaction, shown once in the answer."""
+    now = datetime.now(UTC)
     created = await metering.provision_sims(conn, body.iccids, label=body.label)
     if body.owner_id is not None:
-        await ownership.assign_provisioned(
-            conn, body.iccids, owner_id=body.owner_id, now=datetime.now(UTC)
-        )
-    return SimProvisioned(requested=len(set(body.iccids)), newly_provisioned=created)
+        await ownership.assign_provisioned(conn, body.iccids, owner_id=body.owner_id, now=now)
+    issued = (
+        await devices.issue_many(conn, issuer, body.iccids, kind=device_credentials, now=now)
+        if device_credentials is not None
+        else []
+    )
+    return ProvisionedWithCredentials(
+        requested=len(set(body.iccids)), newly_provisioned=created, device_credentials=issued
+    )
 
 
 @router.post("/sims/{iccid}/owner")
