@@ -3,66 +3,7 @@ owner's SIM, or one it no longer owns, answers 404)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated
+from api.deps import SponsorCaller
+from api.device_credentials import device_credential_router
 
-from fastapi import APIRouter, Path, status
-
-from api.deps import ConnDep, DeviceIssuerDep, SponsorCaller
-from devices import service as devices
-from devices.schemas import DeviceCredentialIssued, DeviceCredentialPublic, DeviceCredentialRequest
-from ingest.schemas import Iccid
-
-router = APIRouter(prefix="/v1/sponsor/sims", tags=["device identity"])
-
-IccidPath = Annotated[Iccid, Path(description="The SIM's ICCID (Luhn-checked).")]
-
-
-@router.post("/{iccid}/device-credentials", status_code=status.HTTP_201_CREATED)
-async def issue_device_credential(
-    conn: ConnDep,
-    caller: SponsorCaller,
-    issuer: DeviceIssuerDep,
-    iccid: IccidPath,
-    body: DeviceCredentialRequest,
-) -> DeviceCredentialIssued:
-    """Issue the SIM's device credential, shown once: a password (the user name is the
-    ICCID), or a client certificate for the key of `csr` or for a key pair made for you.
-    A SIM with a current credential answers 409: rotate it instead."""
-    return await devices.issue(
-        conn, issuer, iccid=iccid, request=body, owner_id=caller.tenant_id, now=datetime.now(UTC)
-    )
-
-
-@router.post("/{iccid}/device-credentials/rotate", status_code=status.HTTP_201_CREATED)
-async def rotate_device_credential(
-    conn: ConnDep,
-    caller: SponsorCaller,
-    issuer: DeviceIssuerDep,
-    iccid: IccidPath,
-    body: DeviceCredentialRequest,
-) -> DeviceCredentialIssued:
-    """Replace the SIM's credential with a new one, shown once. The old certificate is
-    accepted until `previous_valid_until`; an old password ends at once."""
-    return await devices.rotate(
-        conn, issuer, iccid=iccid, request=body, owner_id=caller.tenant_id, now=datetime.now(UTC)
-    )
-
-
-@router.delete("/{iccid}/device-credentials")
-async def revoke_device_credentials(
-    conn: ConnDep, caller: SponsorCaller, iccid: IccidPath
-) -> list[DeviceCredentialPublic]:
-    """Revoke the SIM's credentials: the broker refuses them, and drops the device's
-    connection, within seconds."""
-    return await devices.revoke(conn, iccid=iccid, owner_id=caller.tenant_id, now=datetime.now(UTC))
-
-
-@router.get("/{iccid}/device-credentials")
-async def list_device_credentials(
-    conn: ConnDep, caller: SponsorCaller, iccid: IccidPath
-) -> list[DeviceCredentialPublic]:
-    """Every credential the SIM has had, oldest first, without secrets."""
-    return await devices.credentials(
-        conn, iccid=iccid, owner_id=caller.tenant_id, now=datetime.now(UTC)
-    )
+router = device_credential_router("/v1/sponsor/sims", SponsorCaller, owned=True)
